@@ -1,0 +1,189 @@
+"""Adapt a causal LM into a `DiffusionLM`: the DiffuGPT / DiffuLLaMA recipe (github.com/HKUNLP/DiffuLLaMA).
+
+Imports only torch and transformers, so it travels with saved checkpoints (`DiffusionLM.from_causal_lm` calls it).
+
+Steps: load the causal LM (object, Hub id, local directory, or GGUF file), give the tokenizer a *dedicated* mask
+token (DiffuGPT-small and DiffuLLaMA reused vocabulary ids 10541 / 811, which makes real occurrences of those
+tokens ambiguous: RESEARCH.md pitfall 2) and a pad token if it has none, grow the embeddings with the mean of the
+existing rows, and wrap the untouched AR weights in a DiffusionLM with bidirectional attention and the shift kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .configuration_dlm import DiffusionLMConfig
+from .modeling_dlm import MASK_HONOURING_ATTENTION, DiffusionLM
+
+DEFAULT_MASK_TOKEN = "<|mask|>"
+DEFAULT_PAD_TOKEN = "<|pad|>"
+
+
+def from_causal_lm(
+    model_or_path: PreTrainedModel | str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    gguf_file: str | None = None,
+    mask_token: str = DEFAULT_MASK_TOKEN,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype | str | None = None,
+    **load_kwargs,
+) -> DiffusionLM:
+    """Turn a causal LM into a `DiffusionLM`, keeping every AR weight.
+
+    Args:
+        model_or_path: a loaded causal LM (`...ForCausalLM`), a Hub id (`"gpt2"`) or a local directory.
+        tokenizer: its tokenizer; loaded from `model_or_path` when omitted (required for a model instance).
+            Modified in place: a mask token (and a pad token, if missing) is added. The returned model keeps it
+            as `model.tokenizer`, and `save_pretrained` writes it next to the weights.
+        gguf_file: file name of a GGUF checkpoint inside `model_or_path` (needs the `gguf` package).
+        mask_token: the string of the mask token to add when the tokenizer has none.
+        attn_implementation: "sdpa" or "eager" (kernels that honour bidirectional and 4D masks).
+        dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
+        load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...).
+    """
+    if attn_implementation not in MASK_HONOURING_ATTENTION:
+        raise ValueError(
+            f"attn_implementation={attn_implementation!r} ignores custom attention masks; "
+            f"use one of {MASK_HONOURING_ATTENTION}."
+        )
+    if isinstance(model_or_path, DiffusionLM):
+        raise ValueError("This model is already a DiffusionLM; load it with DiffusionLM.from_pretrained(...).")
+    if isinstance(model_or_path, PreTrainedModel):
+        causal_lm = model_or_path
+        if tokenizer is None:
+            raise ValueError("Pass the model's tokenizer: from_causal_lm(model, tokenizer). It gets the mask token.")
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        source = os.fspath(model_or_path)
+        check_is_causal_lm_checkpoint(source, gguf_file, load_kwargs)
+        causal_lm = AutoModelForCausalLM.from_pretrained(
+            source, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype, **load_kwargs
+        )
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file, **_tokenizer_kwargs(load_kwargs))
+    else:
+        raise TypeError(
+            f"from_causal_lm takes a causal LM model, a Hub id or a local directory, not {type(model_or_path).__name__}."
+        )
+    check_is_causal_lm(causal_lm)
+
+    add_special_tokens(tokenizer, mask_token)
+    resize_embeddings_with_mean(causal_lm, len(tokenizer))
+
+    backbone_config = causal_lm.config
+    eos = _eos_token_ids(tokenizer, causal_lm)
+    config = DiffusionLMConfig(
+        backbone_config=backbone_config,
+        mask_token_id=tokenizer.mask_token_id,
+        shift_logits=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos[0] if len(eos) == 1 else eos,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=getattr(backbone_config, "tie_word_embeddings", False),
+    )
+    config._attn_implementation = attn_implementation
+    config.dtype = causal_lm.dtype
+
+    # Build the wrapper on the meta device, then hand it the already-loaded backbone: no second copy of the weights.
+    with torch.device("meta"):
+        model = DiffusionLM(config)
+    backbone_config.is_causal = False
+    backbone_config._attn_implementation = attn_implementation
+    model.backbone = causal_lm
+    model.config.backbone_config = backbone_config
+    model.generation_config = model.generation_config_class.from_model_config(config)
+    model.tokenizer = tokenizer
+    model.eval()
+    return model
+
+
+def check_is_causal_lm(model: torch.nn.Module) -> None:
+    if not isinstance(model, PreTrainedModel) or model.get_output_embeddings() is None:
+        raise ValueError(
+            f"{type(model).__name__} has no causal-LM head. Pass a `...ForCausalLM` model (e.g. "
+            f"AutoModelForCausalLM.from_pretrained(...)), not a base model or an encoder."
+        )
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError(f"{type(model).__name__} is an encoder-decoder model; DiffusionLM adapts decoder-only causal LMs.")
+
+
+def check_is_causal_lm_checkpoint(source: str, gguf_file: str | None, load_kwargs: dict) -> None:
+    """Fail before downloading weights when the checkpoint is not a causal LM of a known type."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, gguf_file=gguf_file, **_tokenizer_kwargs(load_kwargs))
+    if config.model_type == DiffusionLMConfig.model_type:
+        raise ValueError(f"{source} is already a DiffusionLM checkpoint; load it with DiffusionLM.from_pretrained.")
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(config, "auto_map", None):
+        raise ValueError(
+            f"{source} is a {config.model_type!r} checkpoint, which has no causal-LM class in transformers; "
+            f"DiffusionLM adapts decoder-only causal LMs (gpt2, llama, qwen2, smollm, ...)."
+        )
+
+
+def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEFAULT_MASK_TOKEN) -> None:
+    """Give the tokenizer a dedicated mask token, and a pad token if it has none (GPT-2), in place.
+
+    A mask token the tokenizer already has is kept if it is a distinct special token. The new token must not
+    already be an ordinary vocabulary entry (that would reuse its id, which is what we avoid).
+    """
+    specials = {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id} - {None}
+    if tokenizer.mask_token is None:
+        if mask_token in tokenizer.get_vocab():
+            raise ValueError(
+                f"{mask_token!r} is already in this tokenizer's vocabulary (id {tokenizer.convert_tokens_to_ids(mask_token)}); "
+                f"reusing it would make real occurrences ambiguous. Pass mask_token='<some new string>'."
+            )
+        tokenizer.add_special_tokens({"mask_token": mask_token})
+    if tokenizer.mask_token_id in specials:
+        raise ValueError(
+            f"The tokenizer's mask token {tokenizer.mask_token!r} (id {tokenizer.mask_token_id}) is also its pad/eos/bos "
+            f"token. Set tokenizer.mask_token = None to let hf_dlm add a dedicated one, or pass a different token."
+        )
+    if tokenizer.pad_token is None:
+        # A dedicated pad rather than pad = eos (GPT-2's habit): the decoder writes pad after the first EOS,
+        # and the two must stay distinguishable (RESEARCH.md pitfall 3).
+        tokenizer.add_special_tokens({"pad_token": DEFAULT_PAD_TOKEN})
+
+
+def resize_embeddings_with_mean(model: PreTrainedModel, vocab_size: int) -> None:
+    """Grow input (and untied output) embeddings to `vocab_size`; new rows are the mean of the old rows, a neutral
+    start that keeps the new tokens' logits ordinary (random rows would put them off the embedding manifold)."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old:
+        return
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if emb is None:
+                continue
+            emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+            bias = getattr(emb, "bias", None)
+            if bias is not None and bias.shape[0] == vocab_size:
+                bias[old:] = bias[:old].mean()
+
+
+def _eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
+    """Every id that ends an answer: the tokenizer's eos plus the model's generation_config eos (chat models end
+    turns with e.g. <|im_end|> while <|endoftext|> ends documents)."""
+    ids: list[int] = []
+    candidates = [tokenizer.eos_token_id]
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    candidates += gen_eos if isinstance(gen_eos, list) else [gen_eos]
+    for i in candidates:
+        if i is not None and i not in ids:
+            ids.append(int(i))
+    if not ids:
+        raise ValueError("The tokenizer has no eos token; set tokenizer.eos_token so that answers can end.")
+    return ids
+
+
+def _tokenizer_kwargs(load_kwargs: dict) -> dict:
+    return {k: v for k, v in load_kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code")}
+
+
+__all__ = ["DEFAULT_MASK_TOKEN", "add_special_tokens", "from_causal_lm", "resize_embeddings_with_mean"]

@@ -1,0 +1,50 @@
+"""Configuration of a masked diffusion LM built on the backbone of a causal LM.
+
+Remote code: this file is copied next to every saved checkpoint, so it imports only transformers.
+
+The recipe is DiffuGPT / DiffuLLaMA (Gong et al. 2024, "Scaling Diffusion Language Models via Adaptation from
+Autoregressive Models", github.com/HKUNLP/DiffuLLaMA): the causal LM's own embeddings, blocks and LM head, run
+with bidirectional attention, the AR shift kept, plus a dedicated mask token.
+"""
+
+from transformers import AutoConfig, PreTrainedConfig
+
+
+class DiffusionLMConfig(PreTrainedConfig):
+    r"""
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`):
+            The config of the causal LM the diffusion model is built from (any causal-LM type of transformers:
+            gpt2, llama, qwen2, ...). Stored nested in `config.json`; a dict is turned back into its config class.
+        mask_token_id (`int`):
+            Id of the dedicated mask token ([MASK]) that marks positions still to be denoised. Never pad, eos or
+            bos (see `hf_dlm.adapt`): a reused id would make real occurrences of that token ambiguous.
+        shift_logits (`bool`, defaults to `True`):
+            Keep the AR shift: the hidden state at position i-1 scores token i, as in the causal LM the weights
+            come from (DiffuLLaMA, Dream). `DiffusionLM.forward` returns logits already aligned to positions.
+            Consequence: position 0 is never predicted, so every sequence starts with a real token.
+        pad_token_id / eos_token_id / bos_token_id:
+            The tokenizer's special tokens; `eos_token_id` may be a list (chat models end turns with several).
+    """
+
+    model_type = "diffusion_lm"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(self, backbone_config=None, mask_token_id=None, shift_logits=True, **kwargs):
+        if isinstance(backbone_config, dict):
+            backbone_config = AutoConfig.for_model(**backbone_config)
+        self.backbone_config = backbone_config
+        self.mask_token_id = mask_token_id
+        self.shift_logits = shift_logits
+        super().__init__(**kwargs)
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """`eos_token_id` as a list (empty when unset)."""
+        eos = self.eos_token_id
+        if eos is None:
+            return []
+        return [eos] if isinstance(eos, int) else list(eos)
+
+
+__all__ = ["DiffusionLMConfig"]

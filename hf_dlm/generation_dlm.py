@@ -1,0 +1,608 @@
+"""Variable-length diffusion decoding: `DiffusionLM.diffusion_generate`.
+
+Remote code: copied next to every saved checkpoint; imports only torch and transformers.
+
+One engine, three length strategies (docs/decoding.md has worked examples):
+- `fixed`   LLaDA (github.com/ML-GSAI/LLaDA, generate.py): a canvas of `max_new_tokens` masks decoded in
+            semi-autoregressive blocks; the tail fills with EOS. The baseline: its cost follows the budget.
+- `grow`    dLLM-Var (github.com/maomaocun/dLLM-Var): the canvas starts as one block; a row whose canvas is fully
+            decoded without an EOS gets another block; a row stops at its first EOS.
+- `predict` the seed's mechanism: the first forward runs over prompt + `max_new_tokens` masks; p(EOS) at every
+            position gives an upper bound on the answer's length; later steps run on that shorter canvas; a row
+            that outgrows its bound continues as `grow`.
+
+Unmasking (which masks to commit per step): a per-block schedule from `steps` (LLaDA) and/or a confidence
+`threshold` (Fast-dLLM, github.com/NVlabs/Fast-dLLM: commit every mask whose token probability clears it, at
+least one per step). Committed tokens are never remasked.
+
+KV cache (`use_cache=True`): dLLM-Var's scheme. The cache holds the prefix (prompt + finished blocks) except its
+last token, the *anchor*; each forward runs [anchor | current block | rest of the canvas] against the cache. The
+anchor is re-fed so that, with the AR shift, the block's first token is scored inside the same forward (Fast-dLLM
+commits it from the previous forward instead). The forward that starts a block also re-encodes the block just
+finished, and that is the KV kept for it: no extra forward per block. Approximation: cached keys/values never see
+tokens committed later (exact when attention is causal; measured in docs/decoding.md otherwise).
+
+Batches: left-padded prompts; all rows work on the same block index (a row done with its block waits without
+committing, which cannot change its tokens); finished rows leave the batch and the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig
+from transformers.cache_utils import DynamicCache
+from transformers.utils import ModelOutput
+
+LENGTH_STRATEGIES = ("fixed", "grow", "predict")
+UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random")
+
+
+class DiffusionGenerationConfig(GenerationConfig):
+    r"""
+    Settings of [`DiffusionLM.diffusion_generate`], saved as `generation_config.json`. Keyword arguments of
+    `diffusion_generate` override them for one call.
+
+    Args:
+        max_new_tokens (`int`, defaults to 256):
+            The budget: at most this many tokens are generated per row (EOS included). Never exceeded.
+        length_strategy (`str`, defaults to `"predict"`):
+            `"fixed"` (LLaDA: a canvas of `max_new_tokens` masks, tail filled with EOS), `"grow"` (dLLM-Var: one
+            block at a time until EOS) or `"predict"` (bound the length from p(EOS) at the first step, then decode
+            that canvas, growing if needed).
+        block_length (`int`, defaults to 32):
+            Tokens per semi-autoregressive block. Masks are only committed inside the current block.
+        steps (`int`, *optional*):
+            Denoising steps for the whole budget, as in LLaDA: each block gets
+            `steps / ceil(max_new_tokens / block_length)` steps and commits its masks evenly over them (earlier
+            steps take the remainder). Must be a multiple of the number of blocks and at most `max_new_tokens`.
+            `None` with `threshold=None` means one token per step (`steps = max_new_tokens`).
+        threshold (`float` in (0, 1], *optional*, defaults to 0.9):
+            Confidence-threshold parallel decoding (Fast-dLLM): every mask whose chosen token has probability
+            >= threshold is committed; at least one per step, or at least the `steps` schedule when `steps` is set.
+            `None` disables it.
+        unmasking (`str`, defaults to `"low_confidence"`):
+            How masks are ranked when the schedule (or the at-least-one rule) picks which to commit:
+            `"low_confidence"` (probability of the chosen token; LLaDA), `"margin"` (top-1 minus top-2
+            probability), `"entropy"` (lowest entropy first; Dream), `"random"` (uniform, LLaDA's `random`).
+        temperature (`float`, defaults to 0.0):
+            0 decodes greedily (argmax); > 0 samples from softmax(logits / temperature).
+        top_k (`int`, *optional*) / top_p (`float`, *optional*):
+            Restrict sampling to the k most likely tokens / the smallest set with cumulative probability >= top_p.
+        seed (`int`, *optional*):
+            Seeds a `torch.Generator` for sampling and `unmasking="random"` (a `generator=` argument wins).
+        predict_threshold (`float` in (0, 1), defaults to 0.5):
+            `predict` only. The predicted answer length is the first canvas position whose p(EOS) reaches this
+            value at the first step (with EOS-filled training targets, p(EOS) at position j estimates
+            P(length <= j)); no such position means the whole budget.
+        length_margin (`int`, defaults to 8):
+            `predict` only. Safety margin added to the predicted length: canvas = predicted + 1 (the EOS) + margin,
+            capped by `max_new_tokens`. Too short is repaired by growing; too long costs a few masks per forward.
+        use_cache (`bool`, defaults to `True`):
+            Prefix KV cache (see the module docstring): the prompt and finished blocks are not recomputed.
+        output_history (`bool`, defaults to `False`):
+            Return the canvas after every step in `history` (needs `return_dict_in_generate=True`).
+        return_dict_in_generate (`bool`, defaults to `False`):
+            Return a [`DiffusionGenerateOutput`] instead of the sequences tensor.
+        mask_token_id / pad_token_id / eos_token_id / bos_token_id:
+            Special tokens; filled from the model config. `eos_token_id` may be a list: any of them ends a row.
+    """
+
+    def __init__(self, **kwargs):
+        # Like transformers' DiffusionGemmaGenerationConfig we do not call GenerationConfig.__init__: most of its
+        # autoregressive flags (beams, repetition penalty, ...) mean nothing here and would be silently ignored.
+        self.max_new_tokens: int = kwargs.pop("max_new_tokens", 256)
+        self.length_strategy: str = kwargs.pop("length_strategy", "predict")
+        self.block_length: int = kwargs.pop("block_length", 32)
+        self.steps: int | None = kwargs.pop("steps", None)
+        self.threshold: float | None = kwargs.pop("threshold", 0.9)
+        self.unmasking: str = kwargs.pop("unmasking", "low_confidence")
+        self.temperature: float = kwargs.pop("temperature", 0.0)
+        self.top_k: int | None = kwargs.pop("top_k", None)
+        self.top_p: float | None = kwargs.pop("top_p", None)
+        self.seed: int | None = kwargs.pop("seed", None)
+        self.predict_threshold: float = kwargs.pop("predict_threshold", 0.5)
+        self.length_margin: int = kwargs.pop("length_margin", 8)
+        self.use_cache: bool = kwargs.pop("use_cache", True)
+        self.output_history: bool = kwargs.pop("output_history", False)
+        self.return_dict_in_generate: bool = kwargs.pop("return_dict_in_generate", False)
+        self.mask_token_id: int | None = kwargs.pop("mask_token_id", None)
+        self.pad_token_id: int | None = kwargs.pop("pad_token_id", None)
+        self.eos_token_id: int | list[int] | None = kwargs.pop("eos_token_id", None)
+        self.bos_token_id: int | None = kwargs.pop("bos_token_id", None)
+        # Metadata written by transformers.
+        self._commit_hash = kwargs.pop("_commit_hash", None)
+        self._from_model_config = kwargs.pop("_from_model_config", None)
+        self.transformers_version = kwargs.pop("transformers_version", None)
+        if kwargs:
+            raise ValueError(
+                f"Unknown diffusion generation settings: {sorted(kwargs)}. Valid ones: {sorted(self.to_dict_own())}."
+            )
+        self.validate()
+
+    def to_dict_own(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k != "transformers_version"}
+
+    @classmethod
+    def from_model_config(cls, model_config) -> DiffusionGenerationConfig:
+        """Defaults with the special tokens of a `DiffusionLMConfig`."""
+        config = cls(
+            mask_token_id=model_config.mask_token_id,
+            pad_token_id=model_config.pad_token_id,
+            eos_token_id=model_config.eos_token_id,
+            bos_token_id=model_config.bos_token_id,
+        )
+        config._from_model_config = True
+        return config
+
+    def to_diff_dict(self) -> dict:
+        # GenerationConfig drops values equal to *its* defaults (temperature=1.0, ...), which are not ours: a
+        # reloaded config would silently change. Write every field.
+        return self.to_dict()
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = self.eos_token_id
+        if eos is None:
+            return []
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    @property
+    def num_blocks(self) -> int:
+        return math.ceil(self.max_new_tokens / self.block_length)
+
+    def validate(self, strict: bool = False, **unused) -> None:
+        """Raise `ValueError` saying what to change. Nothing is clamped silently."""
+
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+        positive_int("max_new_tokens")
+        positive_int("block_length")
+        if self.length_strategy not in LENGTH_STRATEGIES:
+            raise ValueError(f"`length_strategy` must be one of {LENGTH_STRATEGIES}, got {self.length_strategy!r}.")
+        if self.unmasking not in UNMASKING_RULES:
+            raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {self.unmasking!r}.")
+        if self.threshold is not None and not (0.0 < self.threshold <= 1.0):
+            raise ValueError(
+                f"`threshold` must be in (0, 1] (commit masks whose token probability reaches it) or None, "
+                f"got {self.threshold!r}."
+            )
+        if self.steps is not None:
+            positive_int("steps")
+            if self.steps > self.max_new_tokens:
+                raise ValueError(
+                    f"`steps`={self.steps} is more than the {self.max_new_tokens} masks of the budget: some steps "
+                    f"would commit nothing. Use steps <= max_new_tokens."
+                )
+            if self.steps < self.num_blocks:
+                raise ValueError(
+                    f"`steps`={self.steps} leaves blocks with zero steps: max_new_tokens={self.max_new_tokens} with "
+                    f"block_length={self.block_length} makes {self.num_blocks} blocks. Use steps >= {self.num_blocks}."
+                )
+            if self.steps % self.num_blocks:
+                raise ValueError(
+                    f"`steps`={self.steps} does not split evenly over the {self.num_blocks} blocks; use a multiple "
+                    f"of {self.num_blocks} (e.g. {self.num_blocks * max(1, self.steps // self.num_blocks)})."
+                )
+        if self.temperature is None or self.temperature < 0:
+            raise ValueError(f"`temperature` must be >= 0 (0 = greedy), got {self.temperature!r}.")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k <= 0):
+            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            raise ValueError(f"`top_p` must be in (0, 1] or None, got {self.top_p!r}.")
+        if not (0.0 < self.predict_threshold < 1.0):
+            raise ValueError(f"`predict_threshold` must be in (0, 1), got {self.predict_threshold!r}.")
+        if isinstance(self.length_margin, bool) or not isinstance(self.length_margin, int) or self.length_margin < 0:
+            raise ValueError(f"`length_margin` must be an integer >= 0, got {self.length_margin!r}.")
+
+    @property
+    def steps_per_block(self) -> int | None:
+        if self.steps is None:
+            return None if self.threshold is not None else self.block_length
+        return self.steps // self.num_blocks
+
+    def get_generation_mode(self, *args, **kwargs):
+        raise NotImplementedError("DiffusionGenerationConfig drives diffusion_generate, not autoregressive modes.")
+
+
+@dataclass
+class DiffusionGenerateOutput(ModelOutput):
+    """
+    Args:
+        sequences (`torch.LongTensor` [batch, prompt + generated]): prompts (as given, left padded) and answers;
+            after a row's first EOS only pad.
+        nfe (`int`): number of function evaluations (model forwards) of the whole call, the currency of speed.
+        nfe_per_row (`torch.LongTensor` [batch]): forwards each row took part in (finished rows leave the batch).
+        lengths (`torch.LongTensor` [batch]): answer tokens before the first EOS (all generated tokens if none).
+        finished (`torch.BoolTensor` [batch]): the row produced an EOS within the budget.
+        predicted_lengths (`torch.LongTensor` [batch]): `predict` only: the answer length read from p(EOS) at the
+            first step (before `length_margin`); compare with `lengths` to measure the predictor's error.
+        grew (`torch.BoolTensor` [batch]): `predict` only: the bound was too short and the row grew past it.
+        history (`tuple[torch.LongTensor]`): with `output_history=True`, the whole batch's canvas after every step
+            (masks shown as `mask_token_id`).
+    """
+
+    sequences: torch.LongTensor | None = None
+    nfe: int | None = None
+    nfe_per_row: torch.LongTensor | None = None
+    lengths: torch.LongTensor | None = None
+    finished: torch.BoolTensor | None = None
+    predicted_lengths: torch.LongTensor | None = None
+    grew: torch.BoolTensor | None = None
+    history: tuple[torch.LongTensor, ...] | None = None
+
+
+@dataclass
+class DiffusionStep:
+    """What a `callback` sees after every denoising step (e.g. to show masks resolving live)."""
+
+    step: int
+    nfe: int
+    block: int
+    canvas: torch.LongTensor  # [batch, prompt + max_new_tokens], masks as mask_token_id, pad outside the canvas
+    prompt_length: int
+    finished: torch.BoolTensor  # [batch]
+
+
+class DiffusionGenerationMixin:
+    """`diffusion_generate` (and `generate`, the same decoder) for `DiffusionLM`."""
+
+    def generate(self, inputs: torch.LongTensor | None = None, generation_config=None, **kwargs):
+        """The usual name for [`diffusion_generate`] (pipelines and user code call `generate`)."""
+        if inputs is None:
+            inputs = kwargs.pop("input_ids", None)
+        return self.diffusion_generate(inputs, generation_config=generation_config, **kwargs)
+
+    def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
+                             cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
+                             revision="main", subfolder="", **kwargs):
+        """Called by `from_pretrained`: load `generation_config.json` as a `DiffusionGenerationConfig`."""
+        if generation_config is not None:
+            self.generation_config = DiffusionGenerationConfig.from_dict(generation_config.to_dict())
+            return
+        try:
+            self.generation_config = DiffusionGenerationConfig.from_pretrained(
+                pretrained_model_name_or_path, cache_dir=cache_dir, force_download=force_download, proxies=proxies,
+                local_files_only=local_files_only, token=token, revision=revision, subfolder=subfolder,
+            )
+        except OSError:  # no generation_config.json: defaults with the model config's special tokens
+            self.generation_config = DiffusionGenerationConfig.from_model_config(self.config)
+
+    def _prepare_diffusion_config(self, generation_config, kwargs) -> DiffusionGenerationConfig:
+        base = generation_config if generation_config is not None else self.generation_config
+        if not isinstance(base, DiffusionGenerationConfig):
+            base = DiffusionGenerationConfig.from_model_config(self.config)
+        config = copy.deepcopy(base)
+        unknown = {k: v for k, v in kwargs.items() if k not in config.to_dict_own()}
+        if unknown:
+            raise ValueError(
+                f"diffusion_generate got unknown arguments {sorted(unknown)}. Valid settings: "
+                f"{sorted(config.to_dict_own())}."
+            )
+        for key, value in kwargs.items():
+            setattr(config, key, value)
+        for key in ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id"):
+            if getattr(config, key) is None:
+                setattr(config, key, getattr(self.config, key, None))
+        config.validate()
+        if config.mask_token_id is None:
+            raise ValueError("No mask_token_id: adapt the model with DiffusionLM.from_causal_lm or set config.mask_token_id.")
+        if not config.eos_token_ids:
+            raise ValueError("No eos_token_id: variable-length decoding needs one; set model.config.eos_token_id.")
+        if config.pad_token_id is None:
+            raise ValueError("No pad_token_id: set model.config.pad_token_id (batches and finished rows need it).")
+        if config.output_history and not config.return_dict_in_generate:
+            raise ValueError("output_history=True needs return_dict_in_generate=True (the history is in the output).")
+        return config
+
+    @torch.no_grad()
+    def diffusion_generate(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        generation_config: DiffusionGenerationConfig | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[DiffusionStep], None] | None = None,
+        **kwargs,
+    ) -> DiffusionGenerateOutput | torch.LongTensor:
+        """Decode answers to left-padded prompts by masked diffusion, each row stopping at its own EOS.
+
+        Args:
+            input_ids (`torch.LongTensor` [batch, prompt]): prompts, left padded (`tokenizer.padding_side="left"`).
+            attention_mask (`torch.LongTensor` [batch, prompt], *optional*): 1 for real tokens, 0 for padding.
+            generation_config: a [`DiffusionGenerationConfig`]; defaults to `model.generation_config`.
+            generator: a `torch.Generator` for reproducible sampling (else `seed`, else torch's global RNG).
+            callback: called with a [`DiffusionStep`] after every denoising step.
+            kwargs: any field of [`DiffusionGenerationConfig`], overriding it for this call.
+
+        Returns:
+            `sequences` (`torch.LongTensor`), or a [`DiffusionGenerateOutput`] with `return_dict_in_generate=True`.
+        """
+        config = self._prepare_diffusion_config(generation_config, kwargs)
+        input_ids, attention_mask = self._check_prompts(input_ids, attention_mask, config)
+        if generator is None and config.seed is not None:
+            generator = torch.Generator(device=input_ids.device).manual_seed(config.seed)
+        output = _Decoder(self, config, input_ids, attention_mask, generator, callback).run()
+        return output if config.return_dict_in_generate else output.sequences
+
+    def _check_prompts(self, input_ids, attention_mask, config):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError("input_ids must be a 2D LongTensor [batch, prompt_length] (tokenizer(..., return_tensors='pt')).")
+        if input_ids.shape[1] == 0:
+            raise ValueError("The prompt is empty: with the AR shift position 0 is never predicted; start with BOS or text.")
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(input_ids.device).long()
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}.")
+        if (attention_mask.sum(-1) == 0).any():
+            raise ValueError("A prompt row has no real token (attention_mask all 0): every row needs at least one.")
+        if (attention_mask[:, :-1] > attention_mask[:, 1:]).any():
+            raise ValueError(
+                "Prompts must be left padded (padding before the text): set tokenizer.padding_side = 'left'."
+            )
+        vocab = self.get_input_embeddings().weight.shape[0]
+        real = input_ids[attention_mask.bool()]
+        if real.numel() and (real.min() < 0 or real.max() >= vocab):
+            raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab}): wrong tokenizer for this model?")
+        if (real == config.mask_token_id).any():
+            raise ValueError(
+                f"The prompt contains the mask token (id {config.mask_token_id}); the decoder would treat it as a "
+                f"position to fill. Remove it from the prompt text."
+            )
+        limit = self.max_positions
+        if limit is not None and input_ids.shape[1] + config.max_new_tokens > limit:
+            raise ValueError(
+                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({config.max_new_tokens}) exceeds the "
+                f"model's {limit} positions: shorten the prompt or lower max_new_tokens."
+            )
+        return input_ids, attention_mask
+
+
+class _Decoder:
+    """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only."""
+
+    def __init__(self, model, config: DiffusionGenerationConfig, input_ids, attention_mask, generator, callback):
+        self.model, self.config, self.generator, self.callback = model, config, generator, callback
+        batch, self.prompt_length = input_ids.shape
+        self.budget = config.max_new_tokens
+        self.block_length = config.block_length
+        device = input_ids.device
+        self.device = device
+        self.mask_id = config.mask_token_id
+        self.pad_id = config.pad_token_id
+        self.eos_ids = torch.tensor(config.eos_token_ids, device=device)
+        self.variable = config.length_strategy != "fixed"
+
+        width = self.prompt_length + self.budget
+        self.seq = torch.full((batch, width), self.pad_id, dtype=torch.long, device=device)
+        self.seq[:, : self.prompt_length] = torch.where(attention_mask.bool(), input_ids, self.pad_id)
+        self.prompt_mask = attention_mask
+        start = {"fixed": self.budget, "grow": min(self.block_length, self.budget), "predict": self.budget}
+        self.canvas_len = torch.zeros(batch, dtype=torch.long, device=device)
+        self._resize_canvas(torch.arange(batch, device=device), torch.full_like(self.canvas_len, start[config.length_strategy]))
+
+        self.active = torch.arange(batch, device=device)
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.nfe = 0
+        self.nfe_per_row = torch.zeros(batch, dtype=torch.long, device=device)
+        self.block = 0
+        self.step_in_block = 0
+        self.step = 0
+        self.history: list[torch.Tensor] = []
+        self.predicted_lengths = None
+        self.bound = None
+        self.cache = DynamicCache() if config.use_cache else None
+        self.cached = 0  # positions held by the cache (same for every active row)
+
+        # Tokens the decoder must never write: the mask itself, and a dedicated pad (it only fills after EOS).
+        banned = [self.mask_id]
+        if self.pad_id not in config.eos_token_ids:
+            banned.append(self.pad_id)
+        self.banned = torch.tensor(banned, device=device)
+
+    # ----------------------------------------------------------------- canvas bookkeeping
+    def _resize_canvas(self, rows: torch.Tensor, new_len: torch.Tensor) -> None:
+        """Set the canvas length of `rows`: new positions become masks, positions past the end become pad."""
+        index = torch.arange(self.budget, device=self.device)[None, :]
+        canvas = self.seq[rows, self.prompt_length :]
+        canvas = torch.where(index >= self.canvas_len[rows, None], self.mask_id, canvas)
+        canvas = torch.where(index >= new_len[:, None], self.pad_id, canvas)
+        self.seq[rows, self.prompt_length :] = canvas
+        self.canvas_len[rows] = new_len
+
+    def _attention(self, rows: torch.Tensor, end: int) -> torch.Tensor:
+        """2D mask over positions [0, end): the prompt's padding mask, then 1 inside each row's canvas."""
+        index = torch.arange(end - self.prompt_length, device=self.device)
+        canvas = (index[None, :] < self.canvas_len[rows, None]).long()
+        return torch.cat([self.prompt_mask[rows], canvas], dim=1)
+
+    # ----------------------------------------------------------------- the forward
+    def _forward(self, window_start: int, window_end: int) -> torch.Tensor:
+        """Logits for positions [window_start, window_end) of the active rows (one NFE)."""
+        rows = self.active
+        if self.cache is not None:
+            inputs = self.seq[rows, self.cached : window_end]
+        else:
+            inputs = self.seq[rows, :window_end]
+        out = self.model(
+            input_ids=inputs,
+            attention_mask=self._attention(rows, window_end),
+            past_key_values=self.cache,
+            use_cache=self.cache is not None,
+            logits_to_keep=window_end - window_start,
+        )
+        self.nfe += 1
+        self.nfe_per_row[rows] += 1
+        if self.cache is not None:
+            # Keep the prefix before the current block's anchor: [prompt | finished blocks] minus its last token.
+            keep = self.prompt_length + self.block * self.block_length - 1
+            excess = self.cache.get_seq_length() - keep
+            if excess > 0:
+                self.cache.crop(-excess)
+            self.cached = keep
+        logits = out.logits.float()
+        logits[..., self.banned] = -torch.inf
+        return logits
+
+    # ----------------------------------------------------------------- choosing tokens
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens x0, their probability, and the ranking score of `unmasking`."""
+        config = self.config
+        probs = logits.softmax(-1)
+        if config.temperature == 0:
+            x0 = logits.argmax(-1)
+        else:
+            scaled = logits / config.temperature
+            if config.top_k is not None:
+                kth = scaled.topk(min(config.top_k, scaled.shape[-1]), dim=-1).values[..., -1:]
+                scaled = scaled.masked_fill(scaled < kth, -torch.inf)
+            if config.top_p is not None:
+                sorted_logits, order = scaled.sort(-1, descending=True)
+                cumulative = sorted_logits.softmax(-1).cumsum(-1)
+                drop = cumulative - sorted_logits.softmax(-1) >= config.top_p  # keep the token that crosses top_p
+                scaled = scaled.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -torch.inf)
+            flat = scaled.softmax(-1).reshape(-1, scaled.shape[-1])
+            x0 = torch.multinomial(flat, 1, generator=self.generator).view(scaled.shape[:-1])
+        p_x0 = probs.gather(-1, x0[..., None]).squeeze(-1)
+        if config.unmasking == "low_confidence":
+            score = p_x0
+        elif config.unmasking == "margin":
+            top2 = probs.topk(2, dim=-1).values
+            score = top2[..., 0] - top2[..., 1]
+        elif config.unmasking == "entropy":
+            score = (probs * probs.clamp_min(1e-12).log()).sum(-1)  # negative entropy: higher = surer
+        else:
+            score = torch.rand(x0.shape, generator=self.generator, device=x0.device)
+        return x0, p_x0, score
+
+    def _commit(self, logits: torch.Tensor, window_start: int) -> None:
+        """Commit tokens in the current block of every active row."""
+        rows = self.active
+        block_start = self.prompt_length + self.block * self.block_length
+        block_end = min(block_start + self.block_length, self.prompt_length + self.budget)
+        block_logits = logits[:, block_start - window_start : block_end - window_start]
+        x0, p_x0, score = self._sample(block_logits)
+        current = self.seq[rows, block_start:block_end]
+        is_mask = current == self.mask_id
+        remaining = is_mask.sum(-1)
+
+        # How many at least: the LLaDA schedule spreads a block's masks evenly over its steps (earlier steps take
+        # the remainder), i.e. ceil(remaining / steps left); with only a threshold, one (Fast-dLLM).
+        steps = self.config.steps_per_block
+        if steps is None:
+            minimum = (remaining > 0).long()
+        else:
+            steps_left = max(steps - self.step_in_block, 1)
+            minimum = torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
+        score = score.masked_fill(~is_mask, -torch.inf)
+        rank = score.argsort(-1, descending=True).argsort(-1)  # 0 = best-scored mask
+        commit = is_mask & (rank < minimum[:, None])
+        if self.config.threshold is not None:
+            commit |= is_mask & (p_x0 >= self.config.threshold)
+        self.seq[rows, block_start:block_end] = torch.where(commit, x0, current)
+
+    # ----------------------------------------------------------------- lengths
+    def _predict_lengths(self, logits: torch.Tensor) -> None:
+        """The seed's mechanism: from p(EOS) at every canvas position of the first forward, bound the length."""
+        p_eos = logits.softmax(-1)[..., self.eos_ids].sum(-1)  # [rows, budget]
+        reached = p_eos >= self.config.predict_threshold
+        first = torch.where(reached.any(-1), reached.float().argmax(-1), torch.full_like(reached[:, 0], self.budget, dtype=torch.long))
+        self.predicted_lengths = first.clone()
+        self.bound = (first + 1 + self.config.length_margin).clamp(max=self.budget)
+        self._resize_canvas(self.active, self.bound)
+
+    def _update_rows(self) -> None:
+        """Per-row stopping and growth after a commit."""
+        rows = self.active
+        canvas = self.seq[rows, self.prompt_length :]
+        index = torch.arange(self.budget, device=self.device)
+        inside = index[None, :] < self.canvas_len[rows, None]
+        is_eos = torch.isin(canvas, self.eos_ids) & inside
+        is_mask = canvas == self.mask_id
+        first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), torch.full_like(rows, self.budget))
+        masks_before_eos = (is_mask & (index[None, :] < first_eos[:, None])).any(-1)
+        all_done = ~is_mask.any(-1)
+        if self.variable:
+            done = (is_eos.any(-1) & ~masks_before_eos) | (all_done & (self.canvas_len[rows] >= self.budget))
+            grow = all_done & ~done
+            if grow.any():
+                grown = rows[grow]
+                self._resize_canvas(grown, (self.canvas_len[grown] + self.block_length).clamp(max=self.budget))
+        else:
+            done = all_done
+        self.finished[rows[done]] = True
+        if done.any():
+            keep = ~done
+            self.active = rows[keep]
+            if self.cache is not None and self.cache.get_seq_length() > 0:
+                self.cache.batch_select_indices(keep.nonzero().squeeze(-1))
+
+    def _block_done(self) -> bool:
+        rows = self.active
+        block_start = self.prompt_length + self.block * self.block_length
+        block_end = block_start + self.block_length
+        return not (self.seq[rows, block_start:block_end] == self.mask_id).any()
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> DiffusionGenerateOutput:
+        predict = self.config.length_strategy == "predict"
+        while self.active.numel():
+            block_start = self.prompt_length + self.block * self.block_length
+            window_end = self.prompt_length + int(self.canvas_len[self.active].max())
+            logits = self._forward(block_start, window_end)
+            if predict and self.bound is None:
+                self._predict_lengths(logits)
+            self._commit(logits, block_start)
+            self.step += 1
+            self.step_in_block += 1
+            self._update_rows()
+            if self.active.numel() and self._block_done():
+                self.block += 1
+                self.step_in_block = 0
+            self._report()
+        return self._output()
+
+    def _report(self) -> None:
+        if not (self.config.output_history or self.callback):
+            return
+        snapshot = self.seq.clone()
+        if self.config.output_history:
+            self.history.append(snapshot)
+        if self.callback is not None:
+            self.callback(DiffusionStep(self.step, self.nfe, self.block, snapshot, self.prompt_length, self.finished.clone()))
+
+    def _output(self) -> DiffusionGenerateOutput:
+        answer = self.seq[:, self.prompt_length :]
+        index = torch.arange(self.budget, device=self.device)[None, :]
+        inside = index < self.canvas_len[:, None]
+        is_eos = torch.isin(answer, self.eos_ids) & inside
+        ended = is_eos.any(-1)
+        first_eos = torch.where(ended, is_eos.float().argmax(-1), self.canvas_len)
+        # After the first EOS only pad; outside the canvas only pad (LLaDA leaves EOS runs, dLLM-Var leaves tokens).
+        answer = torch.where((index <= first_eos[:, None]) & inside, answer, self.pad_id)
+        if (answer == self.mask_id).any():
+            raise RuntimeError("diffusion_generate left a mask in the output; please report this as a bug.")
+        used = int(torch.where(ended, first_eos + 1, self.canvas_len).max())
+        return DiffusionGenerateOutput(
+            sequences=torch.cat([self.seq[:, : self.prompt_length], answer[:, :used]], dim=1),
+            nfe=self.nfe,
+            nfe_per_row=self.nfe_per_row,
+            lengths=first_eos,
+            finished=ended,
+            predicted_lengths=self.predicted_lengths,
+            grew=None if self.bound is None else self.canvas_len > self.bound,
+            history=tuple(self.history) if self.config.output_history else None,
+        )
+
+
+__all__ = ["DiffusionGenerateOutput", "DiffusionGenerationConfig", "DiffusionGenerationMixin", "DiffusionStep"]

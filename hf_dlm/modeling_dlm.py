@@ -1,0 +1,168 @@
+"""DiffusionLM: a causal LM's backbone run as a masked diffusion denoiser.
+
+Remote code: copied next to every saved checkpoint; imports only torch, transformers and its sibling files.
+
+What changes from the causal LM (DiffuGPT / DiffuLLaMA, github.com/HKUNLP/DiffuLLaMA):
+- attention is bidirectional, through transformers' own switch (`config.is_causal = False`, transformers >= 5.2),
+  which builds a padding-aware bidirectional mask for the eager and sdpa kernels. A 4D mask passed by the caller
+  (attention annealing during training) is used as is.
+- the AR shift is kept: hidden state i-1 scores token i. `forward` returns logits aligned to positions,
+  `logits[:, i]` = prediction for token i, so position 0 (never predicted) repeats position 1's input logit.
+- nothing else: no time embedding, all AR weights reused.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.utils import ModelOutput
+
+from .configuration_dlm import DiffusionLMConfig
+from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
+
+# Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
+# flag and padding, so they would silently run the model causally (RESEARCH.md pitfall 4).
+MASK_HONOURING_ATTENTION = ("eager", "sdpa")
+
+
+@dataclass
+class DiffusionLMOutput(ModelOutput):
+    """`logits[:, i]` scores the token at position i (already shifted when `config.shift_logits`)."""
+
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def position_ids_from_attention_mask(attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
+    """Positions that skip left padding (Dream, LLaDA batch code): the first real token gets position 0.
+
+    `attention_mask` covers cached + current tokens; the positions of the last `query_length` are returned.
+    """
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    return position_ids.clamp(min=0)[:, -query_length:]
+
+
+class DiffusionLMPreTrainedModel(PreTrainedModel):
+    config_class = DiffusionLMConfig
+    base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+
+
+class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
+    """A causal LM turned into a masked diffusion LM. Build one with `DiffusionLM.from_causal_lm(...)`."""
+
+    generation_config_class = DiffusionGenerationConfig
+
+    def __init__(self, config: DiffusionLMConfig):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError(
+                "DiffusionLMConfig has no backbone_config. Build the model with DiffusionLM.from_causal_lm(...) "
+                "or pass DiffusionLMConfig(backbone_config=<a causal LM config>, mask_token_id=...)."
+            )
+        backbone_config = config.backbone_config
+        backbone_config.is_causal = False  # transformers' bidirectional switch for decoder-only models
+        backbone_config._attn_implementation = config._attn_implementation
+        check_attention_implementation(backbone_config._attn_implementation)
+        self.backbone = AutoModelForCausalLM.from_config(backbone_config)
+        self.post_init()
+
+    @classmethod
+    def from_causal_lm(cls, model_or_path, tokenizer=None, **kwargs):
+        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`."""
+        from .adapt import from_causal_lm
+
+        return from_causal_lm(model_or_path, tokenizer, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
+        remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
+        if tokenizer is not None and kwargs.get("is_main_process", True):
+            tokenizer.save_pretrained(save_directory)
+
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.backbone.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def set_output_embeddings(self, value):
+        self.backbone.set_output_embeddings(value)
+
+    @property
+    def max_positions(self) -> int | None:
+        """How many positions the backbone can encode (None when unbounded, e.g. no such field in its config)."""
+        cfg = self.config.backbone_config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> DiffusionLMOutput:
+        """Denoiser forward. `attention_mask` is a 2D padding mask over cached + current tokens (1 = real token)
+        or a 4D mask [B, 1, Q, K] used as is (bool: True = may attend). `logits_to_keep=n` returns aligned logits
+        for the last n positions only (the LM head is the costly part for short canvases behind long prompts)."""
+        check_attention_implementation(self.backbone.config._attn_implementation)
+        query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
+            position_ids = position_ids_from_attention_mask(attention_mask, query_length)
+        shift = bool(self.config.shift_logits)
+        # Aligned logits for the last n positions need the backbone's last n + 1 (hidden i-1 scores token i).
+        backbone_keep = logits_to_keep + 1 if (shift and 0 < logits_to_keep < query_length) else logits_to_keep
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            logits_to_keep=backbone_keep,
+            **kwargs,
+        )
+        logits = out.logits
+        if shift:
+            if backbone_keep == logits_to_keep:  # the whole sequence: position 0 has no predecessor
+                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            else:
+                logits = logits[:, :-1]
+        return DiffusionLMOutput(
+            logits=logits,
+            past_key_values=out.past_key_values if use_cache else None,
+            hidden_states=out.hidden_states,
+        )
+
+
+def check_attention_implementation(name: str | None) -> None:
+    if name is not None and name not in MASK_HONOURING_ATTENTION:
+        raise ValueError(
+            f"attn_implementation={name!r} is not supported by DiffusionLM: that kernel ignores custom attention "
+            f"masks, so the model would silently attend causally or across padding. Load or adapt the model with "
+            f"attn_implementation='sdpa' (fastest here) or 'eager'."
+        )
+
+
+__all__ = ["DiffusionLM", "DiffusionLMOutput", "DiffusionLMPreTrainedModel", "position_ids_from_attention_mask"]

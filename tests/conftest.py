@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from hf_dlm import DiffusionLM
+from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+
+BACKBONES = ["gpt2", "llama", "qwen2"]
+KERNELS = ["eager", "sdpa"]
+
+
+@pytest.fixture
+def tokenizer():
+    return char_tokenizer()
+
+
+def make_dlm(model_type="gpt2", attn_implementation="sdpa", seed=0, **kwargs):
+    """A tiny adapted model and its tokenizer (mask + pad tokens added)."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer()
+    causal = tiny_causal_lm(model_type, vocab_size=len(tok), attn_implementation=attn_implementation, **kwargs)
+    model = DiffusionLM.from_causal_lm(causal, tok, attn_implementation=attn_implementation)
+    return model, tok
+
+
+@pytest.fixture
+def dlm():
+    return make_dlm()
