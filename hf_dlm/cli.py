@@ -10,6 +10,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "train": ("hf_dlm.trainer", "cli_main", "adapt / fine-tune a causal LM into a diffusion LM"),
+        "generate": ("hf_dlm.demo", "generate_main", "decode prompts with any DiffusionLM checkpoint"),
+        "demo": ("hf_dlm.demo", "demo_main", "watch the default model answer by diffusion, next to AR"),
+        "bench": ("hf_dlm.bench", "cli_main", "compare length strategies, cache and AR on a JSONL of prompts"),
     }
     parser = argparse.ArgumentParser(prog="hf-dlm", description="Diffusion LMs with variable-length decoding.")
     parser.add_argument("command", choices=sorted(commands), help="; ".join(f"{k}: {v[2]}" for k, v in commands.items()))

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
