@@ -488,7 +488,8 @@ class _Decoder:
         """Commit tokens in the current block of every active row."""
         rows = self.active
         block_start = self.prompt_length + self.block * self.block_length
-        block_end = min(block_start + self.block_length, self.prompt_length + self.budget)
+        # The window may end inside the block: past every active row's canvas (a `predict` bound).
+        block_end = min(block_start + self.block_length, window_start + logits.shape[1])
         block_logits = logits[:, block_start - window_start : block_end - window_start]
         x0, p_x0, score = self._sample(block_logits)
         current = self.seq[rows, block_start:block_end]
@@ -504,7 +505,7 @@ class _Decoder:
             steps_left = max(steps - self.step_in_block, 1)
             minimum = torch.div(remaining + steps_left - 1, steps_left, rounding_mode="floor")
         score = score.masked_fill(~is_mask, -torch.inf)
-        rank = score.argsort(-1, descending=True).argsort(-1)  # 0 = best-scored mask
+        rank = score.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)  # 0 = best; ties: leftmost
         commit = is_mask & (rank < minimum[:, None])
         if self.config.threshold is not None:
             commit |= is_mask & (p_x0 >= self.config.threshold)
