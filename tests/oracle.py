@@ -14,8 +14,8 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_dlm import DiffusionLM
-from hf_dlm.tiny import tiny_config
 from hf_dlm.configuration_dlm import DiffusionLMConfig
+from hf_dlm.tiny import tiny_config
 
 VOCAB = 40
 EOS, PAD, MASK = 1, 2, 3
