@@ -14,8 +14,7 @@ AutoConfig.register(DiffusionLMConfig.model_type, DiffusionLMConfig, exist_ok=Tr
 AutoModel.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
 AutoModelForMaskedLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
 DiffusionLMConfig.register_for_auto_class()
-DiffusionLM.register_for_auto_class("AutoModel")
-DiffusionLM.register_for_auto_class("AutoModelForMaskedLM")
+DiffusionLM.register_for_auto_class("AutoModel")  # save_pretrained adds AutoModelForMaskedLM to auto_map too
 
 __all__ = [
     "DiffusionGenerateOutput",

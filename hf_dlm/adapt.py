@@ -14,7 +14,7 @@ import os
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from .configuration_dlm import DiffusionLMConfig
 from .modeling_dlm import MASK_HONOURING_ATTENTION, DiffusionLM
@@ -71,8 +71,8 @@ def from_causal_lm(
         )
     check_is_causal_lm(causal_lm)
 
-    add_special_tokens(tokenizer, mask_token)
-    resize_embeddings_with_mean(causal_lm, len(tokenizer))
+    added = add_special_tokens(tokenizer, mask_token)
+    resize_embeddings_with_mean(causal_lm, len(tokenizer), added)
 
     backbone_config = causal_lm.config
     eos = _eos_token_ids(tokenizer, causal_lm)
@@ -109,6 +109,17 @@ def check_is_causal_lm(model: torch.nn.Module) -> None:
         )
     if getattr(model.config, "is_encoder_decoder", False):
         raise ValueError(f"{type(model).__name__} is an encoder-decoder model; DiffusionLM adapts decoder-only causal LMs.")
+    check_is_decoder_only(model.config.model_type, type(model).__name__)
+
+
+def check_is_decoder_only(model_type: str, name: str) -> None:
+    """BERT-like encoders (families with a masked-LM class) have an LM head too, but their weights were never trained
+    to predict the next token, which is what the recipe reuses (the shift)."""
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        raise ValueError(
+            f"{name} is a {model_type!r} model, a BERT-like encoder; DiffusionLM adapts decoder-only causal LMs "
+            f"(gpt2, llama, qwen2, smollm, ...). Pass one of those, loaded with AutoModelForCausalLM."
+        )
 
 
 def check_is_causal_lm_checkpoint(source: str, gguf_file: str | None, load_kwargs: dict) -> None:
@@ -123,15 +134,18 @@ def check_is_causal_lm_checkpoint(source: str, gguf_file: str | None, load_kwarg
             f"{source} is a {config.model_type!r} checkpoint, which has no causal-LM class in transformers; "
             f"DiffusionLM adapts decoder-only causal LMs (gpt2, llama, qwen2, smollm, ...)."
         )
+    check_is_decoder_only(config.model_type, source)
 
 
-def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEFAULT_MASK_TOKEN) -> None:
-    """Give the tokenizer a dedicated mask token, and a pad token if it has none (GPT-2), in place.
+def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEFAULT_MASK_TOKEN) -> list[int]:
+    """Give the tokenizer a dedicated mask token, and a pad token if it has none (GPT-2), in place; return the ids
+    of the tokens added.
 
     A mask token the tokenizer already has is kept if it is a distinct special token. The new token must not
     already be an ordinary vocabulary entry (that would reuse its id, which is what we avoid).
     """
     specials = {tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id} - {None}
+    added = []
     if tokenizer.mask_token is None:
         if mask_token in tokenizer.get_vocab():
             raise ValueError(
@@ -139,6 +153,7 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEF
                 f"reusing it would make real occurrences ambiguous. Pass mask_token='<some new string>'."
             )
         tokenizer.add_special_tokens({"mask_token": mask_token})
+        added.append(tokenizer.mask_token_id)
     if tokenizer.mask_token_id in specials:
         raise ValueError(
             f"The tokenizer's mask token {tokenizer.mask_token!r} (id {tokenizer.mask_token_id}) is also its pad/eos/bos "
@@ -148,23 +163,33 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEF
         # A dedicated pad rather than pad = eos (GPT-2's habit): the decoder writes pad after the first EOS,
         # and the two must stay distinguishable (RESEARCH.md pitfall 3).
         tokenizer.add_special_tokens({"pad_token": DEFAULT_PAD_TOKEN})
+        added.append(tokenizer.pad_token_id)
+    return added
 
 
-def resize_embeddings_with_mean(model: PreTrainedModel, vocab_size: int) -> None:
-    """Grow input (and untied output) embeddings to `vocab_size`; new rows are the mean of the old rows, a neutral
-    start that keeps the new tokens' logits ordinary (random rows would put them off the embedding manifold)."""
+def resize_embeddings_with_mean(model: PreTrainedModel, vocab_size: int, new_token_ids: list[int] | None = None) -> None:
+    """Grow input (and untied output) embeddings to at least `vocab_size` and set the rows of `new_token_ids`
+    (default: the rows the resize creates) to the mean of the rows before the first of them: a neutral start that
+    keeps the new tokens' logits ordinary (random rows would put them off the embedding manifold).
+
+    New ids can fall inside the matrix: Qwen2 checkpoints pad it past the tokenizer (151936 rows, 151665 tokens),
+    and those padding rows were never trained, so they are initialised too (and left out of the mean).
+    """
     old = model.get_input_embeddings().weight.shape[0]
-    if vocab_size <= old:
+    if vocab_size > old:
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    new = sorted(new_token_ids) if new_token_ids is not None else list(range(old, vocab_size))
+    if not new:
         return
-    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    reference = new[0]  # rows [0, reference) are the original vocabulary
     with torch.no_grad():
         for emb in (model.get_input_embeddings(), model.get_output_embeddings()):
             if emb is None:
                 continue
-            emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+            emb.weight[new] = emb.weight[:reference].mean(dim=0, keepdim=True)
             bias = getattr(emb, "bias", None)
-            if bias is not None and bias.shape[0] == vocab_size:
-                bias[old:] = bias[:old].mean()
+            if bias is not None and bias.shape[0] == emb.weight.shape[0]:
+                bias[new] = bias[:reference].mean()
 
 
 def _eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:

@@ -38,6 +38,19 @@ class DiffusionLMConfig(PreTrainedConfig):
         self.shift_logits = shift_logits
         super().__init__(**kwargs)
 
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type is not None and model_type != cls.model_type:
+            # A plain causal-LM checkpoint would otherwise load as an empty DiffusionLM config.
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is a {model_type!r} checkpoint, not a DiffusionLM one. Adapt it first: "
+                f"model = DiffusionLM.from_causal_lm({str(pretrained_model_name_or_path)!r}), then "
+                f"model.save_pretrained(...) writes a checkpoint that DiffusionLM.from_pretrained loads."
+            )
+        return config_dict, kwargs
+
     @property
     def eos_token_ids(self) -> list[int]:
         """`eos_token_id` as a list (empty when unset)."""

@@ -5,7 +5,8 @@ Remote code: copied next to every saved checkpoint; imports only torch, transfor
 What changes from the causal LM (DiffuGPT / DiffuLLaMA, github.com/HKUNLP/DiffuLLaMA):
 - attention is bidirectional, through transformers' own switch (`config.is_causal = False`, transformers >= 5.2),
   which builds a padding-aware bidirectional mask for the eager and sdpa kernels. A 4D mask passed by the caller
-  (attention annealing during training) is used as is.
+  (attention annealing during training) is used instead; a bool one is made additive first (the eager kernel adds
+  masks to the attention scores).
 - the AR shift is kept: hidden state i-1 scores token i. `forward` returns logits aligned to positions,
   `logits[:, i]` = prediction for token i, so position 0 (never predicted) repeats position 1's input logit.
 - nothing else: no time embedding, all AR weights reused.
@@ -24,6 +25,8 @@ from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 # Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
 # flag and padding, so they would silently run the model causally (RESEARCH.md pitfall 4).
 MASK_HONOURING_ATTENTION = ("eager", "sdpa")
+# Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
+REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
 
 
 @dataclass
@@ -52,6 +55,12 @@ class DiffusionLMPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = False
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # Runs for from_pretrained(attn_implementation=...) and set_attn_implementation: refuse with our message
+        # (what to use instead) before transformers' generic "not supported yet, open an issue".
+        check_attention_implementation(attn_implementation)
+        return super()._check_and_adjust_attn_implementation(attn_implementation, *args, **kwargs)
 
 
 class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
@@ -83,6 +92,12 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
         remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached."""
+        if self._auto_class is not None:
+            # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
+            # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
+            name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            self.config.auto_map = auto_map | {auto: name for auto in REMOTE_AUTO_CLASSES}
         super().save_pretrained(save_directory, *args, **kwargs)
         tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
         if tokenizer is not None and kwargs.get("is_main_process", True):
@@ -123,12 +138,20 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         **kwargs,
     ) -> DiffusionLMOutput:
         """Denoiser forward. `attention_mask` is a 2D padding mask over cached + current tokens (1 = real token)
-        or a 4D mask [B, 1, Q, K] used as is (bool: True = may attend). `logits_to_keep=n` returns aligned logits
-        for the last n positions only (the LM head is the costly part for short canvases behind long prompts)."""
+        or a 4D mask [B, 1, Q, K] (bool: True = may attend; float: added to the attention scores).
+        `logits_to_keep=n` returns aligned logits for the last n positions only (the LM head is the costly part for
+        short canvases behind long prompts)."""
         check_attention_implementation(self.backbone.config._attn_implementation)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = position_ids_from_attention_mask(attention_mask, query_length)
+        if attention_mask is not None and attention_mask.dim() == 4 and not attention_mask.is_floating_point():
+            # transformers passes a 4D mask to the kernel as is; the eager kernel *adds* it to the scores, so a bool
+            # mask would add 0/1 instead of blocking. An additive float mask means the same to every kernel.
+            dtype = self.get_input_embeddings().weight.dtype
+            attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+                ~attention_mask.bool(), torch.finfo(dtype).min
+            )
         shift = bool(self.config.shift_logits)
         # Aligned logits for the last n positions need the backbone's last n + 1 (hidden i-1 scores token i).
         backbone_keep = logits_to_keep + 1 if (shift and 0 < logits_to_keep < query_length) else logits_to_keep

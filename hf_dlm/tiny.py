@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import string
 
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 DEFAULT_ALPHABET = string.ascii_lowercase + string.digits + " ,.:;!?+-*/=()[]<>|#\n"
@@ -22,7 +22,7 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> PreTrainedTokenizerFast:
         vocab.setdefault(ch, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab, unk_token=ENDOFTEXT))
     backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    backend.decoder = None
+    backend.decoder = decoders.Fuse()  # characters join back without spaces
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT
     )
