@@ -67,6 +67,10 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     """A causal LM turned into a masked diffusion LM. Build one with `DiffusionLM.from_causal_lm(...)`."""
 
     generation_config_class = DiffusionGenerationConfig
+    # Empty on purpose: the backbone declares its own tie (lm_head <-> embeddings) and transformers/peft collect it
+    # from there. peft looks for this attribute on the outer model; unset (None), it misses the tie and a trained
+    # mask-token row would reach the input embedding but not the LM head.
+    _tied_weights_keys = {}
 
     def __init__(self, config: DiffusionLMConfig):
         super().__init__(config)

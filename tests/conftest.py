@@ -8,6 +8,19 @@ BACKBONES = ["gpt2", "llama", "qwen2"]
 KERNELS = ["eager", "sdpa"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread(request):
+    """Tiny models run fastest on one thread; two threads on a shared 2-core machine can be 30x slower.
+    Real-model tests (marker `slow`) keep torch's default."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tokenizer():
     return char_tokenizer()

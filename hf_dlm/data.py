@@ -1,0 +1,286 @@
+"""Datasets -> token sequences with a loss mask; packing; the collator of `DiffusionTrainer`.
+
+The dataset formats are TRL's (huggingface/trl, `SFTTrainer`), which users already have on the Hub:
+
+- `{"text": ...}`: adaptation / pretraining. Every document is followed by EOS; documents are concatenated and cut
+  into `max_length` chunks (dLLM-Var's multi-sample packing, github.com/maomaocun/dLLM-Var: the model sees
+  unrelated texts separated by EOS, with full attention, and learns where text stops). Every token carries loss.
+- `{"prompt": ..., "completion": ...}`: SFT. The prompt is never masked and carries no loss; EOS is appended to the
+  completion. Conversational prompt/completion (lists of messages) go through the chat template.
+- `{"messages": [...]}`: chat SFT through the tokenizer's chat template; only assistant turns carry loss.
+
+EOS filling (LLaDA's SFT, github.com/ML-GSAI/LLaDA): with `eos_fill`, the collator pads a completion with EOS tokens
+that are real tokens *and carry loss*, not with attention-masked padding. The model then learns that past the
+answer comes EOS, so at inference p(EOS) at canvas position j estimates P(answer length <= j): the signal the
+`predict` length strategy of `diffusion_generate` reads. (LLaDA pads to the batch's longest answer; pad to a fixed
+`max_length` to teach every canvas position.)
+
+Every example becomes `input_ids` + `loss_mask` (1 = may be noised and carries loss). Position 0 is never maskable
+(the AR shift: nothing predicts it); `noise.maskable_positions` enforces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+DATASET_FORMATS = ("text", "prompt_completion", "messages")
+PADDING_STRATEGIES = ("longest", "max_length")
+MODEL_COLUMNS = ("input_ids", "loss_mask")
+
+
+def detect_format(column_names: Sequence[str], text_field: str = "text") -> str:
+    """TRL's conventions: `messages`, else `prompt` + `completion`, else the text field."""
+    columns = set(column_names)
+    if "messages" in columns:
+        return "messages"
+    if {"prompt", "completion"} <= columns:
+        return "prompt_completion"
+    if text_field in columns:
+        return "text"
+    raise ValueError(
+        f"Cannot tell the dataset format from its columns {sorted(columns)}: expected a {text_field!r} column "
+        f"(set dataset_text_field for another name), 'prompt' and 'completion', or 'messages'."
+    )
+
+
+def _eos_id(tokenizer: PreTrainedTokenizerBase, eos_token_id: int | None) -> int:
+    eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    if eos is None:
+        raise ValueError("The tokenizer has no eos token; set tokenizer.eos_token (documents and answers end with it).")
+    return int(eos)
+
+
+def tokenize_text(batch: dict[str, list], tokenizer, text_field: str, eos_token_id: int) -> dict[str, list]:
+    """Documents -> tokens + EOS; every token carries loss."""
+    encoded = tokenizer(batch[text_field])["input_ids"]
+    input_ids = [ids + [eos_token_id] if not ids or ids[-1] != eos_token_id else ids for ids in encoded]
+    return {"input_ids": input_ids, "loss_mask": [[1] * len(ids) for ids in input_ids]}
+
+
+def tokenize_prompt_completion(example: dict[str, Any], tokenizer, eos_token_id: int) -> dict[str, list]:
+    """Prompt (no loss) + completion + EOS (loss).
+
+    The two parts are tokenised separately: at inference the prompt is tokenised alone and the model continues it,
+    so a BPE merge across the boundary would be a token the model never sees at the start of an answer.
+    """
+    prompt, completion = example["prompt"], example["completion"]
+    if isinstance(prompt, list):  # conversational: the completion's assistant turns carry the loss
+        return tokenize_messages({"messages": prompt + completion}, tokenizer, eos_token_id, loss_from=len(prompt))
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not completion_ids or completion_ids[-1] != eos_token_id:
+        completion_ids = completion_ids + [eos_token_id]
+    return {
+        "input_ids": prompt_ids + completion_ids,
+        "loss_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+    }
+
+
+def tokenize_messages(example: dict[str, Any], tokenizer, eos_token_id: int, loss_from: int = 0) -> dict[str, list]:
+    """A conversation through the chat template; assistant turns (from message `loss_from` on) carry loss.
+
+    Each assistant turn's span is found by rendering the conversation up to it (with the generation prompt) and
+    through it: the tokens in between are what the model must produce, end-of-turn tokens included. This works
+    with any template that renders a conversation's prefixes as prefixes of its tokens (every common one does),
+    without needing `{% generation %}` markers. An EOS is appended when no assistant turn holds one (templates that
+end turns with a token other than EOS), so that the answer's end is always a target.
+    """
+    messages = list(example["messages"])
+
+    def render(conversation, add_generation_prompt=False) -> list[int]:
+        if not conversation:
+            return []
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    input_ids = render(messages)
+    loss_mask = [0] * len(input_ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or i < loss_from:
+            continue
+        before, through = render(messages[:i], add_generation_prompt=True), render(messages[: i + 1])
+        if input_ids[: len(before)] != before or input_ids[: len(through)] != through or len(before) > len(through):
+            raise ValueError(
+                "The chat template does not render a conversation's prefixes as prefixes of its tokens, so the "
+                "assistant turns cannot be located. Use a template whose turns are delimited by special tokens."
+            )
+        loss_mask[len(before) : len(through)] = [1] * (len(through) - len(before))
+    if any(loss_mask) and not any(m and tok == eos_token_id for tok, m in zip(input_ids, loss_mask)):
+        input_ids, loss_mask = input_ids + [eos_token_id], loss_mask + [1]
+    return {"input_ids": input_ids, "loss_mask": loss_mask}
+
+
+def pack_text(batch: dict[str, list], max_length: int) -> dict[str, list]:
+    """Concatenate documents (each already ending in EOS) and cut into `max_length` chunks; the tail chunk of each
+    map batch stays shorter (the collator pads it)."""
+    ids = [tok for seq in batch["input_ids"] for tok in seq]
+    mask = [m for seq in batch["loss_mask"] for m in seq]
+    starts = range(0, len(ids), max_length)
+    return {"input_ids": [ids[s : s + max_length] for s in starts], "loss_mask": [mask[s : s + max_length] for s in starts]}
+
+
+def pack_examples(batch: dict[str, list], max_length: int) -> dict[str, list]:
+    """Pack whole SFT examples into rows of at most `max_length` tokens, first-fit decreasing (TRL's "bfd" idea):
+    no example is split, so every answer keeps its prompt and its EOS. With EOS filling, the last answer of a row
+    is followed by the row's EOS fill, which is what an answer at the end of a canvas should see."""
+    order = sorted(range(len(batch["input_ids"])), key=lambda i: -len(batch["input_ids"][i]))
+    rows: list[list[int]] = []  # example indices per row
+    room: list[int] = []
+    for i in order:
+        size = len(batch["input_ids"][i])
+        target = next((r for r, free in enumerate(room) if free >= size), None)
+        if target is None:
+            target = len(rows)
+            rows.append([])
+            room.append(max_length)
+        rows[target].append(i)
+        room[target] -= size
+    return {
+        "input_ids": [[t for i in row for t in batch["input_ids"][i]] for row in rows],
+        "loss_mask": [[m for i in row for m in batch["loss_mask"][i]] for row in rows],
+    }
+
+
+def truncate(example: dict[str, list], max_length: int) -> dict[str, list]:
+    """Keep the first `max_length` tokens. A cut answer loses its EOS, and the row is then `max_length` long, so EOS
+    filling can never claim that the answer ended where it was cut."""
+    return {"input_ids": example["input_ids"][:max_length], "loss_mask": example["loss_mask"][:max_length]}
+
+
+def _has_loss(example: dict[str, list]) -> bool:
+    return any(example["loss_mask"][1:])  # position 0 never carries loss
+
+
+def column_names(dataset) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is None:  # a streaming dataset whose features are unknown until read
+        names = list(next(iter(dataset)).keys())
+    return list(names)
+
+
+def infer_format(dataset, text_field: str = "text") -> str | None:
+    """The TRL format of a dataset from its columns; None when it is already tokenised (`input_ids`)."""
+    columns = column_names(dataset)
+    return None if "input_ids" in columns else detect_format(columns, text_field)
+
+
+def prepare_dataset(
+    dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    dataset_format: str | None = None,
+    text_field: str = "text",
+    max_length: int | None = 1024,
+    packing: bool | None = None,
+    eos_token_id: int | None = None,
+    num_proc: int | None = None,
+):
+    """Tokenise a `datasets.Dataset` or `IterableDataset` of any supported format into `input_ids` + `loss_mask`.
+
+    Already tokenised datasets (an `input_ids` column) are returned as they are (a missing `loss_mask` means every
+    token carries loss). Work runs through `datasets.map`, so it is cached for datasets backed by files and lazy for
+    streaming ones. `packing=None` packs `text` and leaves SFT examples one per row.
+    """
+    columns = column_names(dataset)
+    if "input_ids" in columns:
+        return dataset
+    dataset_format = dataset_format or detect_format(columns, text_field)
+    if dataset_format not in DATASET_FORMATS:
+        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {dataset_format!r}.")
+    eos = _eos_id(tokenizer, eos_token_id)
+    streaming = not hasattr(dataset, "__len__")
+    map_kwargs = {} if streaming else {"num_proc": num_proc, "desc": f"Tokenising ({dataset_format})"}
+    if dataset_format == "text":
+        fn, batched = partial(tokenize_text, tokenizer=tokenizer, text_field=text_field, eos_token_id=eos), True
+    elif dataset_format == "prompt_completion":
+        fn, batched = partial(tokenize_prompt_completion, tokenizer=tokenizer, eos_token_id=eos), False
+    else:
+        if tokenizer.chat_template is None:
+            raise ValueError("The 'messages' format needs a chat template: set tokenizer.chat_template.")
+        fn, batched = partial(tokenize_messages, tokenizer=tokenizer, eos_token_id=eos), False
+    dataset = dataset.map(fn, batched=batched, remove_columns=columns, **map_kwargs)
+
+    packing = dataset_format == "text" if packing is None else packing
+    if packing and max_length is None:
+        raise ValueError("packing needs max_length (the length of a packed row).")
+    if packing:
+        pack = pack_text if dataset_format == "text" else pack_examples
+        if dataset_format != "text":  # an example longer than a row cannot be packed whole: cut it first
+            dataset = dataset.map(partial(truncate, max_length=max_length), **_desc(map_kwargs, "Truncating"))
+        dataset = dataset.map(partial(pack, max_length=max_length), batched=True, **_desc(map_kwargs, "Packing"))
+    elif max_length is not None:
+        dataset = dataset.map(partial(truncate, max_length=max_length), **_desc(map_kwargs, "Truncating"))
+    # A prompt that fills the whole row leaves nothing to learn from.
+    return dataset.filter(_has_loss, **({} if streaming else {"num_proc": num_proc}))
+
+
+def _desc(map_kwargs: dict, desc: str) -> dict:
+    return {**map_kwargs, "desc": desc} if "desc" in map_kwargs else map_kwargs
+
+
+@dataclass
+class DataCollatorForDiffusion:
+    """Pads `input_ids` + `loss_mask` rows on the right into `input_ids`, `attention_mask`, `loss_mask` tensors.
+
+    Args:
+        pad_token_id: id written into padding (attention 0, no loss).
+        eos_token_id: id of the EOS fill (needed with `eos_fill`).
+        eos_fill: LLaDA's SFT padding: pad with EOS tokens that are attended and carry loss (see the module doc).
+        padding: "longest" pads to the batch's longest row; "max_length" to `max_length` (the same length for every
+            batch, so the EOS targets of a row do not depend on the other rows).
+        max_length: the fixed length of `padding="max_length"`.
+        pad_to_multiple_of: round the padded length up to a multiple of this (tensor-core friendly shapes).
+    """
+
+    pad_token_id: int
+    eos_token_id: int | None = None
+    eos_fill: bool = False
+    padding: str = "longest"
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self):
+        if self.padding not in PADDING_STRATEGIES:
+            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
+        if self.padding == "max_length" and self.max_length is None:
+            raise ValueError("padding='max_length' needs max_length.")
+        if self.eos_fill and self.eos_token_id is None:
+            raise ValueError("eos_fill=True needs eos_token_id (the token the answers are padded with).")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(f["input_ids"]) for f in features]
+        length = self.max_length if self.padding == "max_length" else max(lengths)
+        if max(lengths) > length:
+            raise ValueError(f"A row has {max(lengths)} tokens, more than max_length={length}: truncate the dataset.")
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        fill = self.eos_token_id if self.eos_fill else self.pad_token_id
+        input_ids = torch.full((len(features), length), fill, dtype=torch.long)
+        attention_mask = torch.full((len(features), length), int(self.eos_fill), dtype=torch.long)
+        loss_mask = torch.full((len(features), length), int(self.eos_fill), dtype=torch.long)
+        for row, (feature, n) in enumerate(zip(features, lengths)):
+            input_ids[row, :n] = torch.as_tensor(feature["input_ids"])
+            attention_mask[row, :n] = 1
+            loss_mask[row, :n] = torch.as_tensor(feature["loss_mask"]) if "loss_mask" in feature else 1
+        loss_mask[:, 0] = 0  # position 0 is never predicted (AR shift)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+__all__ = [
+    "DATASET_FORMATS",
+    "DataCollatorForDiffusion",
+    "detect_format",
+    "infer_format",
+    "pack_examples",
+    "pack_text",
+    "prepare_dataset",
+    "tokenize_messages",
+    "tokenize_prompt_completion",
+    "tokenize_text",
+]

@@ -1,0 +1,587 @@
+"""`DiffusionTrainingArguments` and `DiffusionTrainer`: adapt or fine-tune a causal LM into a masked diffusion LM on
+the `transformers.Trainer` stack (LoRA or full, gradient accumulation, DDP through torchrun / accelerate, resume).
+
+The shape follows TRL's `SFTConfig` / `SFTTrainer` (huggingface/trl): a `TrainingArguments` dataclass whose field
+docs are the user docs, and a `Trainer` subclass that tokenises TRL-format datasets (`hf_dlm.data`) and replaces
+the loss with the masked-diffusion objective (`hf_dlm.noise`):
+
+    DiffuGPT / DiffuLLaMA (Gong et al. 2024, github.com/HKUNLP/DiffuLLaMA): adaptation of AR weights, attention
+        annealing, t in [1e-3, 1], 1/t weights; SFT with LoRA on all linear layers plus trainable embeddings.
+    LLaDA (Nie et al. 2025, github.com/ML-GSAI/LLaDA): per-token ELBO normalisation, prompt never noised, answers
+        padded with EOS that carry loss.
+    dLLM-Var (github.com/maomaocun/dLLM-Var): t in [0.1, 0.9], EOS always masked, multi-sample packing.
+    MDLM (Sahoo et al. 2024, github.com/kuleshov-group/mdlm): antithetic noise levels, the ELBO.
+
+Run it with `hf-dlm train --help` (see `cli_main`) or from Python; docs/training.md has the guide.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    HfArgumentParser,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .configuration_dlm import DiffusionLMConfig
+from .data import (
+    DATASET_FORMATS,
+    MODEL_COLUMNS,
+    PADDING_STRATEGIES,
+    DataCollatorForDiffusion,
+    infer_format,
+    prepare_dataset,
+)
+from .modeling_dlm import DiffusionLM
+from .noise import ELBO_T_MIN, DiffusionNoise, diffusion_loss, maskable_positions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionTrainingArguments(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] plus the settings of the masked-diffusion objective and of the data.
+
+    Every field below can be given on the command line (`hf-dlm train --max_length 512 ...`). Defaults follow the
+    papers named in each help text; `docs/training.md` explains the choices.
+    """
+
+    # ------------------------------------------------------------------ data
+    max_length: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Tokens per row: the packed chunk size for text (DiffuGPT used 1024), the truncation length of SFT "
+            "examples, and the padded length with padding='max_length'. None keeps whole examples (no packing)."
+        },
+    )
+    dataset_text_field: str = field(
+        default="text", metadata={"help": "Column holding the documents of a 'text' dataset (TRL's name)."}
+    )
+    dataset_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "'text', 'prompt_completion' or 'messages' (TRL's formats). None detects it from the columns: "
+            "'messages', else 'prompt' + 'completion', else dataset_text_field. Tokenised datasets (an 'input_ids' "
+            "column, optional 'loss_mask') are used as they are."
+        },
+    )
+    packing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pack several examples into each max_length row (dLLM-Var's multi-sample packing, full attention "
+            "across them). None: pack 'text' (documents are concatenated and cut), not SFT formats; True for SFT "
+            "packs whole examples first-fit (none is split)."
+        },
+    )
+    eos_fill: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pad rows with EOS tokens that are attended and carry loss (LLaDA's SFT) instead of masked padding, "
+            "so that p(EOS) at canvas position j learns P(answer length <= j), the signal of "
+            "length_strategy='predict'. None: on for 'prompt_completion' and 'messages', off for 'text'."
+        },
+    )
+    padding: str = field(
+        default="longest",
+        metadata={
+            "help": "'longest' pads each batch to its longest row (LLaDA); 'max_length' pads every row to max_length, "
+            "so that EOS filling teaches every canvas position and a row's targets do not depend on its batch."
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for tokenisation (datasets.map num_proc)."}
+    )
+    # ------------------------------------------------------------- objective
+    t_min: float = field(
+        default=ELBO_T_MIN,
+        metadata={
+            "help": "Lowest noise level t (share of maskable tokens masked). MDLM / DiffuLLaMA's eps = 1e-3; "
+            "dLLM-Var uses 0.1. Loss weights are 1/t, so t_min bounds them."
+        },
+    )
+    t_max: float = field(
+        default=1.0, metadata={"help": "Highest noise level t. 1.0 for the ELBO; dLLM-Var uses 0.9."}
+    )
+    antithetic: bool = field(
+        default=True,
+        metadata={
+            "help": "Stratify the noise levels of the sequences one device processes per optimizer step (all "
+            "accumulation micro-batches together): t_i = t_min + (t_max - t_min) * ((u + i) / n mod 1) (MDLM). "
+            "Lowers the loss variance; False draws each t independently."
+        },
+    )
+    eos_always_masked: bool = field(
+        default=False,
+        metadata={
+            "help": "Mask every loss-carrying EOS whatever t (dLLM-Var), so the model always has to predict where "
+            "the text ends. Those tokens get weight 1 (they are masked with probability 1), not 1/t."
+        },
+    )
+    anneal_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Attention annealing (DiffuGPT): for the first anneal_steps optimizer steps the attention mask is "
+            "causal OR Bernoulli(min(1, (step + 1) / anneal_steps)). 0 (or 1) means bidirectional from the start "
+            "(DiffuLLaMA's SFT); DiffuGPT's adaptation used 10000."
+        },
+    )
+    mask_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the noise (t, masks, annealed attention). None uses `seed`. The noise of an example "
+            "depends only on (mask_seed, optimizer step, its tokens), so accumulation, DDP and resume see the same "
+            "masks."
+        },
+    )
+    # ------------------------------------------------------------ monitoring
+    sample_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts decoded with model.diffusion_generate at every evaluation (or every sample_steps) and "
+            "logged (written to <output_dir>/samples.jsonl)."
+        },
+    )
+    sample_steps: int | None = field(
+        default=None, metadata={"help": "Decode sample_prompts every this many steps; None: at each evaluation."}
+    )
+    sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of each sample."})
+    # ------------------------------------------------- TrainingArguments defaults
+    logging_steps: float = field(
+        default=10, metadata={"help": "Log every this many optimizer steps (TrainingArguments: 500; TRL: 10)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (position 0 is never predicted), got {self.max_length}.")
+        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"dataset_format must be one of {DATASET_FORMATS} or None, got {self.dataset_format!r}.")
+        if self.padding not in PADDING_STRATEGIES:
+            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
+        if self.padding == "max_length" and self.max_length is None:
+            raise ValueError("padding='max_length' needs max_length.")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing=True needs max_length (the length of a packed row).")
+        if not 0.0 < self.t_min <= self.t_max <= 1.0:
+            raise ValueError(
+                f"Need 0 < t_min <= t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}. t_min=0 would give "
+                f"weight 1/t = inf; use 1e-3 (MDLM) or 0.1 (dLLM-Var)."
+            )
+        if self.anneal_steps < 0:
+            raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
+        if self.sample_steps is not None and self.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
+        if self.sample_max_new_tokens < 1:
+            raise ValueError(f"sample_max_new_tokens must be >= 1, got {self.sample_max_new_tokens}.")
+        if self.label_names is None:
+            # The diffusion loss needs no label tensor; an explicit empty list silences the Trainer's guess.
+            self.label_names = []
+
+
+class DiffusionSampleCallback(TrainerCallback):
+    """Decode a few prompts with `diffusion_generate` during training and log them.
+
+    Runs on the main process at every evaluation, or every `every_n_steps` steps. Samples are kept in `samples`
+    and appended to `<output_dir>/samples.jsonl`. Prompts are used as given (apply a chat template yourself).
+    """
+
+    def __init__(self, prompts: list[str], tokenizer: PreTrainedTokenizerBase, every_n_steps: int | None = None,
+                 **generate_kwargs):
+        self.prompts = list(prompts)
+        self.tokenizer = tokenizer
+        self.every_n_steps = every_n_steps
+        self.generate_kwargs = {"max_new_tokens": 64} | generate_kwargs
+        self.samples: list[dict] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every_n_steps and state.global_step % self.every_n_steps == 0:
+            self.sample(args, state, model)
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if not self.every_n_steps:
+            self.sample(args, state, model)
+
+    @torch.no_grad()
+    def sample(self, args, state, model) -> None:
+        if not state.is_world_process_zero or model is None:
+            return
+        was_training = model.training
+        model.eval()
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # diffusion_generate takes left-padded prompts
+        try:
+            encoded = self.tokenizer(self.prompts, return_tensors="pt", padding=True).to(model.device)
+            sequences = model.diffusion_generate(**encoded, **self.generate_kwargs)
+        finally:
+            self.tokenizer.padding_side = side
+            model.train(was_training)
+        completions = self.tokenizer.batch_decode(sequences[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        new = [{"step": state.global_step, "prompt": p, "completion": c} for p, c in zip(self.prompts, completions)]
+        self.samples += new
+        for s in new:
+            logger.info("step %d sample: %r -> %r", s["step"], s["prompt"], s["completion"])
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(Path(args.output_dir) / "samples.jsonl", "a") as f:
+            f.writelines(json.dumps(s) + "\n" for s in new)
+
+
+class DiffusionTrainer(Trainer):
+    """A `Trainer` for masked diffusion LMs: TRL-format data, the diffusion objective, LoRA or full fine-tuning.
+
+    Args:
+        model: a [`DiffusionLM`] (e.g. `DiffusionLM.from_causal_lm("gpt2")`), or a string: a DiffusionLM checkpoint
+            or a causal LM (Hub id / directory) to adapt.
+        args: [`DiffusionTrainingArguments`].
+        data_collator: defaults to [`~hf_dlm.data.DataCollatorForDiffusion`] set from `args`.
+        train_dataset / eval_dataset: `datasets.Dataset` or `IterableDataset` in a TRL format (text,
+            prompt/completion, messages) or already tokenised (`input_ids` [+ `loss_mask`]).
+        processing_class: the tokenizer (with the mask token); defaults to `model.tokenizer`.
+        peft_config: a `peft` config (e.g. `LoraConfig(r=16)`) to train an adapter instead of every weight.
+            `target_modules` defaults to "all-linear" (nn.Linear and GPT-2's Conv1D, LM head excluded), and for LoRA
+            the mask token's embedding row trains too (`trainable_token_indices`): a mask token added by adaptation
+            starts as the mean embedding and must learn its meaning.
+        callbacks / optimizers / kwargs: as for `Trainer`.
+    """
+
+    _tag_names = ["hf_dlm", "diffusion-lm"]
+    # compute_loss divides by the number of loss-carrying tokens of the whole accumulated batch (get_batch_samples),
+    # so the Trainer must not divide again by the accumulation steps.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: DiffusionLM | str,
+        args: DiffusionTrainingArguments | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        **kwargs,
+    ):
+        if args is None:
+            args = DiffusionTrainingArguments(output_dir="hf_dlm_output")
+        if not isinstance(args, DiffusionTrainingArguments):
+            raise TypeError(
+                f"args must be DiffusionTrainingArguments (got {type(args).__name__}): "
+                f"DiffusionTrainingArguments(**your_args.to_dict()) keeps every TrainingArguments field."
+            )
+        if isinstance(model, str):
+            model = load_model(model)
+        processing_class = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
+        if processing_class is None:
+            raise ValueError("Pass processing_class=<the tokenizer with the mask token> (model.tokenizer is not set).")
+        config = _base_model(model).config
+        if not isinstance(config, DiffusionLMConfig) or config.mask_token_id is None:
+            raise ValueError(
+                "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
+                "DiffusionLM.from_causal_lm(model, tokenizer)."
+            )
+        if peft_config is not None:
+            model = apply_peft(model, peft_config)
+
+        eos_id = processing_class.eos_token_id if processing_class.eos_token_id is not None else config.eos_token_ids[0]
+        pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None else config.pad_token_id
+        self.dataset_format = args.dataset_format
+        reference = train_dataset if train_dataset is not None else eval_dataset
+        if isinstance(reference, dict):
+            reference = next(iter(reference.values()))
+        if reference is not None and self.dataset_format is None:
+            self.dataset_format = infer_format(reference, args.dataset_text_field)
+        eos_fill = args.eos_fill if args.eos_fill is not None else self.dataset_format in ("prompt_completion", "messages")
+        prepare = dict(
+            dataset_format=args.dataset_format,
+            text_field=args.dataset_text_field,
+            max_length=args.max_length,
+            packing=args.packing,
+            eos_token_id=eos_id,
+            num_proc=args.dataset_num_proc,
+        )
+        if train_dataset is not None:
+            train_dataset = prepare_dataset(train_dataset, processing_class, **prepare)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: prepare_dataset(v, processing_class, **prepare) for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = prepare_dataset(eval_dataset, processing_class, **prepare)
+        if data_collator is None:
+            data_collator = DataCollatorForDiffusion(
+                pad_token_id=pad_id, eos_token_id=eos_id, eos_fill=eos_fill, padding=args.padding,
+                max_length=args.max_length,
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self.noise = DiffusionNoise(
+            mask_token_id=config.mask_token_id,
+            t_min=args.t_min,
+            t_max=args.t_max,
+            eos_token_ids=tuple(config.eos_token_ids),
+            eos_always_masked=args.eos_always_masked,
+            anneal_steps=args.anneal_steps,
+            seed=args.seed if args.mask_seed is None else args.mask_seed,
+        )
+        # Evaluation estimates the ELBO itself whatever the training variant: t ~ U[1e-3, 1], no forced EOS, full
+        # attention, and a fixed noise stream so that checkpoints are compared on the same masks.
+        self.eval_noise = DiffusionNoise(mask_token_id=config.mask_token_id, seed=self.noise.seed)
+        self._eval_totals: torch.Tensor | None = None
+        if args.sample_prompts:
+            self.add_callback(
+                DiffusionSampleCallback(
+                    args.sample_prompts, processing_class, args.sample_steps, max_new_tokens=args.sample_max_new_tokens
+                )
+            )
+
+    # ------------------------------------------------------------------ data
+    def _set_signature_columns_if_needed(self):
+        # The model's forward does not take loss_mask; the collator does. Keep exactly what the collator reads.
+        if self._signature_columns is None:
+            self._signature_columns = list(MODEL_COLUMNS)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """Fetch the micro-batches of one optimizer step; count their loss-carrying tokens over all devices (the
+        loss normaliser, `num_items_in_batch`) and give their sequences antithetic noise levels."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batch_samples:
+            return batch_samples, None
+        num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            num_items = self.accelerator.gather(num_items).sum()
+        if self.args.antithetic:
+            sizes = [b["input_ids"].shape[0] for b in batch_samples]
+            t = self.noise.antithetic_t(sum(sizes), self.state.global_step, self.args.process_index)
+            for batch, part in zip(batch_samples, t.split(sizes)):
+                batch["t"] = part
+        return batch_samples, num_items
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Masked-diffusion loss: sum over masked tokens of CE / t, divided by the number of loss-carrying tokens of
+        the optimizer step's whole batch (`num_items_in_batch`; this micro-batch's when not given)."""
+        noisy = self.noise(
+            inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.state.global_step, inputs.get("t")
+        )
+        outputs = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask)
+        loss = diffusion_loss(outputs.logits, inputs["input_ids"], noisy.loss_weight)
+        if num_items_in_batch is None:
+            loss = loss / noisy.maskable.sum().clamp(min=1)
+        else:
+            loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                # DDP averages gradients over processes; the normaliser already counts every process's tokens.
+                loss = loss * self.args.world_size
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------ evaluation
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """ELBO terms of one batch: returns its per-token bound and accumulates the exact totals."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            noisy = self.eval_noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], step=None)
+            logits = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
+            total = diffusion_loss(logits, inputs["input_ids"], noisy.loss_weight)
+        count = noisy.maskable.sum().float()
+        if self._eval_totals is not None:
+            self._eval_totals += torch.stack([total, count]).to(self._eval_totals.device)
+        return (total / count.clamp(min=1)).detach(), None, None
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        """Adds `{prefix}_loss` as the token-weighted ELBO over the whole eval set (the Trainer's own average weights
+        batches by examples) and `{prefix}_ppl_bound = exp(loss)`, an upper bound on perplexity."""
+        self._eval_totals = torch.zeros(2, device=self.args.device)  # float32: MPS has no float64
+        try:
+            output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+            totals = self.accelerator.reduce(self._eval_totals, reduction="sum")
+        finally:
+            self._eval_totals = None
+        if totals[1] > 0:
+            loss = (totals[0] / totals[1]).item()
+            output.metrics[f"{metric_key_prefix}_loss"] = loss
+            output.metrics[f"{metric_key_prefix}_ppl_bound"] = math.exp(min(loss, 700.0))
+        return output
+
+
+# ---------------------------------------------------------------------- helpers
+def _base_model(model):
+    """The DiffusionLM inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def apply_peft(model: DiffusionLM, peft_config):
+    """Wrap `model` with `peft_config`, with defaults that suit any backbone.
+
+    - `target_modules=None` -> "all-linear": peft collects nn.Linear and transformers' Conv1D (GPT-2) and leaves out
+      the LM head; a custom model type has no default in peft's table.
+    - LoRA's `trainable_token_indices` gets the mask token: its row starts as the mean embedding (adapt.py) and must
+      learn to mean "to be predicted". With tied embeddings peft must see the tie to update the LM head's row too:
+      it reads `_tied_weights_keys` on the outer model, which DiffusionLM sets to `{}` so that peft collects the
+      backbone's own tie (otherwise the adapter model and the merged one would disagree on logits).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = copy.deepcopy(peft_config)
+    if hasattr(config, "target_modules") and config.target_modules is None:
+        config.target_modules = "all-linear"
+    mask_id = model.config.mask_token_id
+    if isinstance(config, LoraConfig):
+        indices = config.trainable_token_indices
+        if indices is None:
+            config.trainable_token_indices = [mask_id]
+        elif isinstance(indices, list) and mask_id not in indices:
+            config.trainable_token_indices = [*indices, mask_id]
+    else:
+        logger.warning("%s has no trainable_token_indices: the mask token's embedding stays frozen.", type(config).__name__)
+    return get_peft_model(model, config)
+
+
+def load_model(model_name_or_path: str, *, gguf_file: str | None = None, tokenizer: str | None = None,
+               attn_implementation: str = "sdpa", dtype: str | None = None) -> DiffusionLM:
+    """A DiffusionLM from a DiffusionLM checkpoint, or adapted from a causal LM (Hub id, directory or GGUF file)."""
+    if gguf_file is None and AutoConfig.from_pretrained(model_name_or_path).model_type == DiffusionLMConfig.model_type:
+        model = DiffusionLM.from_pretrained(model_name_or_path, attn_implementation=attn_implementation, dtype=dtype)
+        model.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_name_or_path)
+        return model
+    tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
+    return DiffusionLM.from_causal_lm(
+        model_name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype
+    )
+
+
+def load_training_dataset(name: str, config: str | None = None, split: str = "train", streaming: bool = False):
+    """A dataset from the Hub, a `save_to_disk` directory, or one local file (.txt/.json/.jsonl/.csv/.parquet)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name)
+    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        dataset = load_from_disk(name)
+        dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if path.is_file():
+        builders = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+        if path.suffix not in builders:
+            raise ValueError(f"Unknown data file type {path.suffix!r}; use one of {sorted(builders)}.")
+        return load_dataset(builders[path.suffix], data_files=name, split=split, streaming=streaming)
+    return load_dataset(name, config, split=split, streaming=streaming)
+
+
+# --------------------------------------------------------------------------- CLI
+@dataclass
+class ModelArguments:
+    """Which causal LM to adapt (or DiffusionLM to keep training), and LoRA."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Hub id or directory of a causal LM to adapt (gpt2, HuggingFaceTB/SmolLM2-135M, ...) or of a "
+                  "DiffusionLM checkpoint to keep training."}
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' (kernels honouring masks)."})
+    model_dtype: str | None = field(default=None, metadata={"help": "Load the weights in this dtype (e.g. bfloat16)."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of every weight."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (DiffuLLaMA's SFT: 16)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt; default all linear layers (LM head excluded)."}
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "After LoRA training, also save the merged full model to <output_dir>/merged (loads with "
+                  "AutoModel.from_pretrained(..., trust_remote_code=True))."},
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from (the format and tokenisation are DiffusionTrainingArguments fields)."""
+
+    dataset_name: str = field(
+        metadata={"help": "Hub dataset id, a save_to_disk directory, or a local .txt/.json/.jsonl/.csv/.parquet file."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (none: no eval)."})
+    dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (set max_steps)."})
+
+
+def cli_main(argv: list[str]) -> int:
+    """`hf-dlm train`: adapt / fine-tune with DiffusionTrainer. Every DiffusionTrainingArguments field is a flag."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionTrainingArguments))
+    parser.prog = "hf-dlm train"
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    model = load_model(
+        model_args.model_name_or_path,
+        gguf_file=model_args.gguf_file,
+        tokenizer=model_args.tokenizer_name_or_path,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.model_dtype,
+    )
+    load = dict(config=data_args.dataset_config, streaming=data_args.dataset_streaming)
+    train_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_train_split, **load)
+    eval_dataset = None
+    if data_args.dataset_test_split:
+        eval_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_test_split, **load)
+    peft_config = None
+    if model_args.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+        )
+    trainer = DiffusionTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=model.tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    if eval_dataset is not None:
+        trainer.evaluate()
+    if model_args.use_peft and model_args.merge_adapter and trainer.args.should_save:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(os.path.join(training_args.output_dir, "merged"), tokenizer=model.tokenizer)
+    return 0
+
+
+__all__ = [
+    "DataArguments",
+    "DiffusionSampleCallback",
+    "DiffusionTrainer",
+    "DiffusionTrainingArguments",
+    "ModelArguments",
+    "apply_peft",
+    "cli_main",
+    "load_model",
+    "load_training_dataset",
+]
