@@ -1,0 +1,65 @@
+"""Benchmark presets: one place for model size, data, training steps and what to measure.
+
+`full` is what `make bench` runs (sized for ~45 minutes on 2 CPU cores); `smoke` runs the same pipeline with tiny
+numbers in well under a minute (tests/test_bench.py, `make bench-smoke`): it proves the pipeline works, its numbers
+mean nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # --- model: GPT-2 shape. positions must hold prompt (<= 70 chars) + the largest budget.
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    positions: int = 1152
+    # --- data (hf_dlm.tasks): examples are packed into rows of `row_length` tokens for every training run, so every
+    # position embedding up to the largest canvas is trained (fixed-length decoding at budget 1024 reads them all).
+    seed: int = 0
+    n_train: int = 120_000
+    n_test: int = 512
+    row_length: int = 1152
+    # --- training: the AR base and the two diffusion runs take the same number of optimizer steps and rows per step.
+    ar_steps: int = 1500
+    diffusion_steps: int = 1500
+    rows_per_step: int = 4
+    ar_lr: float = 1e-3
+    diffusion_lr: float = 1e-3
+    warmup_steps: int = 100
+    # --- measurement (hf_dlm.bench)
+    block_length: int = 16
+    batch_size: int = 16
+    main_budget: int = 256  # the accuracy table; ~10x the mean answer (24 tokens), 15x the median (17)
+    thresholds: tuple[float, ...] = (0.9, 0.7, 0.5)
+    budgets: tuple[int, ...] = (64, 128, 256, 512, 1024)
+    n_accuracy: int = 512  # prompts of the accuracy table (every cheap setting)
+    n_speed: int = 64  # prompts of the table against traditional fixed-length decoding (one token per step)
+    n_scaling: int = 32  # prompts per budget of the budget-scaling run
+    traditional_budgets: tuple[int, ...] = (64, 128, 256)  # one token per step at 1024 would take ~an hour here
+    n_latency: int = 48  # prompts decoded one at a time (batch 1) for the answer-length scaling
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "full": Preset("full"),
+    "smoke": Preset(
+        "smoke", hidden=32, layers=2, heads=2, positions=192, n_train=400, n_test=16, row_length=192,
+        ar_steps=4, diffusion_steps=4, rows_per_step=2, warmup_steps=0, block_length=8, batch_size=8,
+        main_budget=64, thresholds=(0.9,), budgets=(32, 64), n_accuracy=8, n_speed=4, n_scaling=4,
+        traditional_budgets=(32,), n_latency=4,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose from {sorted(PRESETS)}.")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,86 @@
+"""The benchmark pipeline, end to end: `python benchmarks/run.py --preset full` (what `make bench` runs).
+
+Stages, in order (each skipped when its output exists, unless --force):
+  ar       pretrain a small GPT-2 autoregressively on the tasks (plain transformers.Trainer)   -> <work>/ar
+  adapt    adapt it into a diffusion LM with DiffusionTrainer                                   -> <work>/adapt
+  scratch  the control: the same GPT-2 shape trained as a diffusion LM from scratch, same steps -> <work>/scratch
+  measure  every table (hf_dlm.bench)                                       -> benchmarks/results/<preset>.json
+  plots    PNG figures                                                      -> docs/img/ (full) or <work>/img
+  report   the Markdown tables                                              -> benchmarks/results/<preset>.md
+
+    python benchmarks/run.py --preset smoke --work /tmp/smoke      # the whole pipeline in seconds (CI)
+    python benchmarks/run.py --preset full --stages measure plots  # re-measure the trained models
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the stage modules are siblings of this script
+
+STAGES = ("ar", "adapt", "scratch", "measure", "plots", "report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="full", help="full | smoke (benchmarks/config.py)")
+    parser.add_argument("--work", type=Path, help="checkpoints directory (default benchmarks/checkpoints/<preset>)")
+    parser.add_argument("--results", type=Path, help="results JSON (default benchmarks/results/<preset>.json)")
+    parser.add_argument("--img", type=Path, help="plot directory (default docs/img for full, <work>/img otherwise)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--force", action="store_true", help="rerun stages whose output already exists")
+    args = parser.parse_args(argv)
+
+    import datasets
+    import transformers
+    from config import get_preset
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    preset = get_preset(args.preset)
+    work = args.work or HERE / "checkpoints" / preset.name
+    results = args.results or HERE / "results" / f"{preset.name}.json"
+    img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" else work / "img")
+    work.mkdir(parents=True, exist_ok=True)
+
+    def needed(stage: str, output: Path) -> bool:
+        if stage not in args.stages:
+            return False
+        if output.exists() and not args.force:
+            print(f"== {stage}: {output} exists, skipped (--force reruns it)", flush=True)
+            return False
+        print(f"== {stage} -> {output}", flush=True)
+        return True
+
+    if needed("ar", work / "ar" / "train_log.json"):
+        from train_ar import train_ar
+
+        train_ar(preset, work)
+    for init in ("adapt", "scratch"):
+        if needed(init, work / init / "train_log.json"):
+            from train_diffusion import train_diffusion
+
+            train_diffusion(preset, work, init)
+    if needed("measure", results):
+        from measure import measure
+
+        measure(preset, work, results)
+    if "plots" in args.stages:
+        from plots import make_plots
+
+        print(f"== plots -> {img}", flush=True)
+        make_plots(results, img)
+    if "report" in args.stages:
+        from report import write_report
+
+        report = results.with_suffix(".md")
+        print(f"== report -> {report}", flush=True)
+        write_report(results, report, img)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

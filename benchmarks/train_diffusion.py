@@ -1,0 +1,68 @@
+"""Stages 2 and 3: the diffusion models, both trained with `DiffusionTrainer` on the same data and schedule.
+
+- `adapt`: the AR model of stage 1 turned into a DiffusionLM (`DiffusionLM.from_causal_lm`: bidirectional
+  attention, shift kept, a new mask token) and trained with the diffusion objective: DiffuGPT's recipe.
+- `scratch`: the control. The same GPT-2 shape from the same random initialisation the AR model started from,
+  wrapped the same way and trained with identical arguments for the same number of steps. The only difference
+  is the AR pretraining, so "adapted > scratch" measures what the AR weights are worth.
+
+Data: the prompt/completion examples packed into `row_length` rows (dLLM-Var's multi-sample packing, full
+attention) and EOS-filled (LLaDA's SFT padding, `eos_fill`), so that p(EOS) learns where answers end: the signal
+the `predict` strategy reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import Stopwatch, base_tokenizer, fresh_gpt2, task_dataset, write_json
+from config import Preset
+from train_ar import training_arguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
+
+INITS = ("adapt", "scratch")
+
+
+def diffusion_arguments(preset: Preset, output_dir: Path) -> DiffusionTrainingArguments:
+    return DiffusionTrainingArguments(
+        **training_arguments(preset, output_dir, preset.diffusion_steps, preset.diffusion_lr),
+        max_length=preset.row_length,
+        packing=True,
+        eos_fill=True,
+        # DiffuGPT anneals causal -> bidirectional attention over its first 10k steps; a tenth of this short run
+        # eases the AR weights in the same way. The scratch control gets the same schedule (only the init differs).
+        anneal_steps=max(preset.diffusion_steps // 10, 0),
+    )
+
+
+def initial_model(preset: Preset, out: Path, init: str) -> DiffusionLM:
+    if init == "adapt":
+        causal = AutoModelForCausalLM.from_pretrained(out / "ar", attn_implementation="sdpa")
+        tokenizer = AutoTokenizer.from_pretrained(out / "ar")
+    elif init == "scratch":
+        tokenizer = base_tokenizer()
+        causal = fresh_gpt2(preset, len(tokenizer), tokenizer)
+    else:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}.")
+    return DiffusionLM.from_causal_lm(causal, tokenizer)
+
+
+def train_diffusion(preset: Preset, out: Path, init: str) -> Path:
+    model = initial_model(preset, out, init)
+    trainer = DiffusionTrainer(
+        model=model,
+        args=diffusion_arguments(preset, out / f"{init}-run"),
+        train_dataset=task_dataset(preset, "train").remove_columns("task"),
+        processing_class=model.tokenizer,
+    )
+    clock = Stopwatch()
+    trainer.train()
+    path = out / init
+    model.save_pretrained(path)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    write_json(path / "train_log.json", {"stage": init, "steps": preset.diffusion_steps, "seconds": clock.seconds,
+                                         "rows": len(trainer.train_dataset), "losses": losses,
+                                         "preset": preset.to_dict()})
+    return path

@@ -1,0 +1,113 @@
+"""Quality and speed of the embedded default model on the held-out prompts, next to SmolLM2 decoding autoregressively.
+
+    python examples/evaluate_default.py                       # every strategy, budget 256, writes runs/quality/
+    python examples/evaluate_default.py --strategies predict --limit 10 --max-new-tokens 128
+
+For every held-out prompt (examples/prompts/heldout.txt, never seen in training) the script runs, back to back so
+that both see the same machine load: SmolLM2-135M-Instruct's greedy `generate` (the AR baseline) and the diffusion
+model's `diffusion_generate` with each length strategy (greedy, threshold and block length from the adapter's
+generation_config.json unless given). Then, with hf_dlm.evaluation:
+
+- generative perplexity of every answer under SmolLM2 itself in float32, conditioned on the prompt (EOS scored);
+- distinct-1/2 over all answers, per-answer distinct-4, share of degenerate (looping) answers;
+- share of answers that end with EOS within the budget, length distribution;
+- NFE, tokens per forward, wall time and tokens/s (batch size 1: the interactive case).
+
+Writes runs/quality/results.json (every answer and every number) and docs/quality_samples.md (side-by-side
+answers); docs/quality.md quotes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from hf_dlm.default_model import load_default
+from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, generative_perplexity, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+HELDOUT = ROOT / "examples" / "prompts" / "heldout.txt"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--strategies", nargs="+", default=["predict", "grow", "fixed"])
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--block-length", type=int, default=None)
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="first N held-out prompts only")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on CPUs with AVX512-BF16, else float32")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--adapter", default=None, help="adapter directory (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--samples-page", type=Path, default=ROOT / "docs" / "quality_samples.md")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    kwargs = {"adapter": args.adapter} if args.adapter else {}
+    model, ar_model = load_default(args.dtype, autoregressive=True, **kwargs)
+    tokenizer = model.tokenizer
+    prompts = [p for p in HELDOUT.read_text().splitlines() if p.strip()][: args.limit]
+    settings = {"max_new_tokens": args.max_new_tokens}
+    if args.block_length:
+        settings["block_length"] = args.block_length
+    if args.threshold:
+        settings["threshold"] = args.threshold
+
+    answers = {"autoregressive": []} | {s: [] for s in args.strategies}
+    started = time.time()
+    for i, prompt in enumerate(prompts, 1):
+        answers["autoregressive"] += answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens)
+        for strategy in args.strategies:
+            answers[strategy] += answer_diffusion(model, tokenizer, [prompt], length_strategy=strategy, **settings)
+        line = "  ".join(f"{k} {len(v[-1].tokens)}t/{v[-1].nfe}f/{v[-1].seconds:.1f}s" for k, v in answers.items())
+        print(f"[{i}/{len(prompts)} {time.time() - started:.0f}s] {line}", flush=True)
+
+    scorer = copy.deepcopy(ar_model).float()  # perplexity in float32, whatever the decoding dtype
+    results = {"settings": settings | {"dtype": str(model.dtype), "threads": torch.get_num_threads(),
+                                       "generation_config": model.generation_config.to_dict_own(),
+                                       "prompts": len(prompts)},
+               "summary": {}, "answers": {}}
+    for name, found in answers.items():
+        summary = summarize(found)
+        ppl = generative_perplexity(scorer, tokenizer, found)
+        summary |= {"gen_ppl": ppl["ppl"], "gen_ppl_median": ppl["median_ppl"]}
+        results["summary"][name] = summary
+        results["answers"][name] = [a.to_json() | {"nll": n} for a, n in zip(found, ppl["nll_per_answer"])]
+    ar = results["summary"]["autoregressive"]
+    for name, s in results["summary"].items():
+        print(f"{name:15s} gen-PPL {s['gen_ppl']:6.2f} (median {s['gen_ppl_median']:.2f})  ended {s['ended_share']:.0%}  "
+              f"degenerate {s['degenerate_share']:.0%}  distinct-2 {s['distinct_2']:.2f}  length median "
+              f"{s['length']['median']}  NFE {s['nfe_mean']:.1f}  tok/fwd {s['tokens_per_forward']:.2f}  "
+              f"{s['tokens_per_second']:.1f} tok/s  {s['seconds_total']:.0f}s  speed x{s['tokens_per_second'] / ar['tokens_per_second']:.2f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    write_samples_page(args.samples_page, prompts, answers, results["summary"])
+    print(f"-> {args.out / 'results.json'}, {args.samples_page}")
+
+
+def write_samples_page(path: Path, prompts, answers, summary) -> None:
+    names = list(answers)
+    lines = ["# Side-by-side samples: held-out prompts", "",
+             "Generated by `python examples/evaluate_default.py` (see [quality.md](quality.md)). Every prompt is from",
+             "examples/prompts/heldout.txt, never used in training. Greedy decoding; *tokens / forwards / seconds* "
+             "under each answer; (budget) marks an answer that did not end within the budget.", ""]
+    for i, prompt in enumerate(prompts):
+        lines += [f"## {i + 1}. {prompt}", ""]
+        for name in names:
+            a = answers[name][i]
+            label = "autoregressive (SmolLM2 `generate`)" if name == "autoregressive" else f"diffusion, `{name}`"
+            text = a.text.strip().replace("\n", "\n> ") or "*(empty)*"
+            lines += [f"**{label}**: {len(a.tokens)} tokens / {a.nfe} forwards / {a.seconds:.2f} s"
+                      f"{'' if a.ended else ' (budget)'}", "", f"> {text}", ""]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

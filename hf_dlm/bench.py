@@ -1,0 +1,327 @@
+"""Speed and length benchmark: AR `generate` against every length strategy of `diffusion_generate`, in one run.
+
+    hf-dlm bench --model DIR --prompts prompts.jsonl [--ar-model DIR | --ar-backbone] [--budgets 64,256,1024]
+                 [--thresholds 0.9,none] [--strategies fixed,grow,predict] [--cache both] [--out bench.json]
+
+Each JSONL line holds a `prompt` and, optionally, its reference `completion` (then exact match and length match
+are reported). A table goes to stdout and everything, with per-answer records, to the JSON file.
+
+How the numbers are made honest:
+- every setting decodes the same prompts in the same batches, and settings are *interleaved* batch by batch
+  (batch 1 under every setting, then batch 2, ...), so a load change on a shared machine hits all of them alike;
+- ratios are computed inside one run only: against AR `generate` of the base model at the same budget, against
+  `fixed` at the same budget with the same threshold and cache, and against the "traditional" fixed-length
+  setting (one token per step, the whole canvas, no cache: what dLLM-Var's 30.1x is measured against);
+- NFE per answer is the number of forwards the row took part in (`nfe_per_row`; finished rows leave the batch).
+  For AR it is the row's tokens + its EOS (one forward each), what the row would cost alone;
+- wall time is measured around the whole `generate` call (tokenisation excluded) after one untimed warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .evaluation import Answer, answer_autoregressive, answer_diffusion
+
+STRATEGIES = ("fixed", "grow", "predict")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of decoding. `method` is "ar" or a length strategy; `threshold=None` is one token per step."""
+
+    method: str
+    budget: int
+    threshold: float | None = 0.9
+    use_cache: bool = True
+    block_length: int = 32
+
+    @property
+    def traditional(self) -> bool:
+        return self.method == "fixed" and self.threshold is None and not self.use_cache
+
+    @property
+    def name(self) -> str:
+        if self.method == "ar":
+            return "AR generate" + ("" if self.use_cache else " (no cache)")
+        unmask = "1 tok/step" if self.threshold is None else f"thr {self.threshold:g}"
+        return f"{self.method} {unmask} {'cache' if self.use_cache else 'no cache'}"
+
+    def key(self) -> tuple:
+        return (self.method, self.budget, self.threshold, self.use_cache, self.block_length)
+
+    def diffusion_kwargs(self) -> dict:
+        """`diffusion_generate` settings. One token per step = `steps=budget`, i.e. threshold and steps off."""
+        return dict(max_new_tokens=self.budget, length_strategy=self.method, block_length=self.block_length,
+                    threshold=self.threshold, steps=None, use_cache=self.use_cache, temperature=0.0)
+
+
+def grid(budgets: Sequence[int], thresholds: Sequence[float | None], strategies: Sequence[str] = STRATEGIES,
+         caches: Sequence[bool] = (True, False), block_length: int = 32, ar: bool = True,
+         traditional: bool = True) -> list[Setting]:
+    """Every strategy x threshold x cache at every budget, plus AR and the traditional baseline per budget."""
+    settings = []
+    for budget in budgets:
+        if ar:
+            settings.append(Setting("ar", budget, None, True, block_length))
+        if traditional:
+            settings.append(Setting("fixed", budget, None, False, block_length))
+        for method in strategies:
+            for threshold in thresholds:
+                for cache in caches:
+                    settings.append(Setting(method, budget, threshold, cache, block_length))
+    unique = {}
+    for s in settings:
+        unique.setdefault(s.key(), s)
+    return list(unique.values())
+
+
+def load_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
+    """JSONL records with a `prompt` (required) and a reference `completion` (optional)."""
+    records = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "prompt" not in record:
+                raise ValueError(f"{path}:{number}: every line needs a 'prompt' field (and optionally 'completion').")
+            records.append(record)
+    return records[:limit] if limit else records
+
+
+def causal_twin(dlm) -> torch.nn.Module:
+    """The diffusion model's backbone run causally: the same weights and shapes as an AR model, for a speed
+    baseline when no AR checkpoint is at hand (its answers are not meaningful after diffusion training)."""
+    backbone = copy.deepcopy(dlm.backbone)
+    backbone.config.is_causal = True
+    backbone.generation_config.eos_token_id = dlm.config.eos_token_id
+    backbone.generation_config.pad_token_id = dlm.config.pad_token_id
+    return backbone.eval()
+
+
+def _decode(setting: Setting, dlm, ar_model, tokenizer, prompts: list[str]) -> list[Answer]:
+    if setting.method == "ar":
+        # The diffusion model's eos ids end the AR answer too (the AR model may list fewer).
+        eos = dlm.config.eos_token_id if dlm is not None else ar_model.generation_config.eos_token_id
+        return answer_autoregressive(ar_model, tokenizer, prompts, max_new_tokens=setting.budget,
+                                     batch_size=len(prompts), use_cache=setting.use_cache, eos_token_id=eos)
+    return answer_diffusion(dlm, tokenizer, prompts, batch_size=len(prompts), **setting.diffusion_kwargs())
+
+
+def run(settings: Sequence[Setting], dlm, tokenizer, records: Sequence[dict], *, ar_model=None,
+        batch_size: int = 16, progress=None) -> list[dict]:
+    """Decode every record under every setting, interleaved batch by batch; returns one result per setting with
+    its per-answer arrays (see `summarize`)."""
+    if any(s.method == "ar" for s in settings) and ar_model is None:
+        raise ValueError("An AR setting needs ar_model (an AR checkpoint, or causal_twin(dlm) for speed only).")
+    prompts = [r["prompt"] for r in records]
+    # Warm-up (untimed): the first call of a model pays for lazy initialisation that no later call pays.
+    for method in {"ar" if s.method == "ar" else "fixed" for s in settings}:
+        warm = Setting(method, 8, 0.9, True, min(8, settings[0].block_length))
+        _decode(warm, dlm, ar_model, tokenizer, prompts[:2])
+    answers: dict[tuple, list[Answer]] = {s.key(): [] for s in settings}
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        for setting in settings:
+            answers[setting.key()] += _decode(setting, dlm, ar_model, tokenizer, batch)
+        if progress:
+            progress(f"{start + len(batch)}/{len(prompts)} prompts under {len(settings)} settings")
+    references = [r.get("completion") for r in records]
+    return [summarize(s, answers[s.key()], references, tokenizer) for s in settings]
+
+
+def summarize(setting: Setting, answers: list[Answer], references: list[str | None], tokenizer) -> dict:
+    """Metrics of one setting plus compact per-answer arrays (for plots and agreement checks)."""
+    n = len(answers)
+    lengths = [len(a.tokens) for a in answers]
+    if setting.method == "ar":
+        nfe = [len(a.tokens) + int(a.ended) for a in answers]  # one forward per token, EOS included
+    else:
+        nfe = [a.nfe for a in answers]
+    seconds = sum(a.seconds for a in answers)
+    result = {
+        "setting": setting.name,
+        **asdict(setting),
+        "n": n,
+        "seconds": seconds,
+        "ms_per_answer": 1000 * seconds / n,
+        "mean_nfe": statistics.fmean(nfe),
+        "mean_length": statistics.fmean(lengths),
+        "tokens_per_s": sum(lengths) / seconds if seconds else math.nan,
+        "tokens_per_forward": sum(lengths) / max(1, sum(nfe)),
+        "ended": sum(a.ended for a in answers) / n,
+        "answers": [a.text for a in answers],
+        "per_answer": {"length": lengths, "nfe": nfe, "seconds": [a.seconds for a in answers]},
+    }
+    if all(r is not None for r in references):
+        targets = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in references]
+        correct = [tokenizer.decode(a.tokens, skip_special_tokens=True) == tokenizer.decode(t, skip_special_tokens=True)
+                   for a, t in zip(answers, targets)]
+        result["accuracy"] = sum(correct) / n
+        result["length_match"] = sum(len(a.tokens) == len(t) for a, t in zip(answers, targets)) / n
+        result["per_answer"]["correct"] = [int(c) for c in correct]
+        result["per_answer"]["true_length"] = [len(t) for t in targets]
+    if setting.method == "predict":
+        predicted = [a.extra["predicted_length"] for a in answers]
+        result["grew"] = sum(a.extra["grew"] for a in answers) / n
+        result["per_answer"]["predicted_length"] = predicted
+        if "true_length" in result["per_answer"]:
+            errors = [p - t for p, t in zip(predicted, result["per_answer"]["true_length"])]
+            result["predict_error"] = _quantiles(errors)
+    return result
+
+
+def _quantiles(values: list[int]) -> dict:
+    ordered = sorted(values)
+
+    def q(p):
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+    return {"mean": statistics.fmean(ordered), "p10": q(0.1), "median": q(0.5), "p90": q(0.9),
+            "min": ordered[0], "max": ordered[-1], "exact": sum(v == 0 for v in ordered) / len(ordered),
+            "under": sum(v < 0 for v in ordered) / len(ordered)}
+
+
+def add_ratios(results: list[dict]) -> list[dict]:
+    """Speed-ups (baseline seconds / these seconds, > 1 = faster) and NFE reductions, within this run:
+    `vs_ar` (AR generate with cache, same budget), `vs_fixed` (fixed, same budget, threshold and cache),
+    `vs_traditional` (fixed, one token per step, no cache, same budget)."""
+    by_key = {(r["method"], r["budget"], r["threshold"], r["use_cache"], r["block_length"]): r for r in results}
+
+    def find(method, budget, threshold, cache, block):
+        return by_key.get((method, budget, threshold, cache, block))
+
+    for r in results:
+        b, block = r["budget"], r["block_length"]
+        baselines = {
+            "ar": find("ar", b, None, True, block),
+            "fixed": find("fixed", b, r["threshold"], r["use_cache"], block) if r["method"] != "ar" else None,
+            "traditional": find("fixed", b, None, False, block),
+        }
+        for name, base in baselines.items():
+            if base is not None and base is not r and r["seconds"] > 0:
+                r[f"speedup_vs_{name}"] = base["seconds"] / r["seconds"]
+                r[f"nfe_ratio_vs_{name}"] = base["mean_nfe"] / r["mean_nfe"]
+            else:
+                r.pop(f"speedup_vs_{name}", None)
+    return results
+
+
+def cache_agreement(results: list[dict]) -> list[dict]:
+    """Share of identical answers between cached and uncached decoding of the same setting (the cache is an
+    approximation under bidirectional attention: cached keys never see tokens committed later)."""
+    rows = []
+    by_key = {(r["method"], r["budget"], r["threshold"], r["block_length"], r["use_cache"]): r for r in results}
+    for (method, budget, threshold, block, cache), r in by_key.items():
+        other = by_key.get((method, budget, threshold, block, False))
+        if method == "ar" or not cache or other is None:
+            continue
+        same = sum(a == b for a, b in zip(r["answers"], other["answers"])) / len(r["answers"])
+        row = {"method": method, "budget": budget, "threshold": threshold, "block_length": block, "identical": same}
+        if "accuracy" in r:
+            row["accuracy_cache"], row["accuracy_no_cache"] = r["accuracy"], other["accuracy"]
+        rows.append(row)
+    return rows
+
+
+def format_table(results: list[dict]) -> str:
+    """A plain-text (also valid Markdown) table of the headline columns."""
+    has_acc = any("accuracy" in r for r in results)
+    head = ["setting", "budget", "n"] + (["exact", "len ="] if has_acc else []) + [
+        "NFE/ans", "ms/ans", "tok/s", "x AR", "x fixed", "x trad"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+
+    def ratio(r, name):
+        v = r.get(f"speedup_vs_{name}")
+        return "" if v is None else f"{v:.2f}"
+
+    for r in results:
+        cells = [r["setting"], str(r["budget"]), str(r["n"])]
+        if has_acc:
+            cells += [_pct(r.get("accuracy")), _pct(r.get("length_match"))]
+        cells += [f"{r['mean_nfe']:.1f}", f"{r['ms_per_answer']:.1f}", f"{r['tokens_per_s']:.0f}",
+                  ratio(r, "ar"), ratio(r, "fixed"), ratio(r, "traditional")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pct(v):
+    return "" if v is None else f"{100 * v:.1f}"
+
+
+def _floats(text: str) -> list[float | None]:
+    return [None if t.strip().lower() in ("none", "1tok", "") else float(t) for t in text.split(",")]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hf-dlm bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="DiffusionLM checkpoint (directory or Hub id).")
+    p.add_argument("--prompts", required=True, help="JSONL file: one {'prompt': ..., 'completion'?: ...} per line.")
+    p.add_argument("--ar-model", help="AR checkpoint to compare with (e.g. the causal LM the model was adapted from).")
+    p.add_argument("--ar-backbone", action="store_true",
+                   help="No AR checkpoint: time the diffusion model's own backbone run causally (speed only).")
+    p.add_argument("--budgets", default="64,256", help="Comma-separated max_new_tokens values.")
+    p.add_argument("--thresholds", default="0.9,none", help="Confidence thresholds; 'none' = one token per step.")
+    p.add_argument("--strategies", default="fixed,grow,predict")
+    p.add_argument("--cache", choices=("on", "off", "both"), default="both")
+    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="Use only the first N prompts.")
+    p.add_argument("--no-traditional", action="store_true",
+                   help="Skip the traditional baseline (one token per step, full canvas, no cache): slow at big budgets.")
+    p.add_argument("--out", default="bench.json", help="Where to write the JSON results.")
+    return p
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    import hf_dlm  # noqa: F401  (registers DiffusionLM with the Auto classes)
+
+    dlm = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token is None:
+        raise ValueError(f"{args.model}'s tokenizer has no pad token; save it with the one adaptation added.")
+    ar_model = None
+    if args.ar_model:
+        ar_model = AutoModelForCausalLM.from_pretrained(args.ar_model).eval()
+    elif args.ar_backbone:
+        ar_model = causal_twin(dlm)
+    caches = {"on": (True,), "off": (False,), "both": (True, False)}[args.cache]
+    settings = grid(_ints(args.budgets), _floats(args.thresholds), args.strategies.split(","), caches,
+                    args.block_length, ar=ar_model is not None, traditional=not args.no_traditional)
+    records = load_prompts(args.prompts, args.limit)
+    results = add_ratios(run(settings, dlm, tokenizer, records, ar_model=ar_model, batch_size=args.batch_size,
+                             progress=lambda msg: print(msg, file=sys.stderr)))
+    print(format_table(results))
+    agreement = cache_agreement(results)
+    for row in agreement:
+        print(f"cache agreement {row['method']} budget {row['budget']} thr {row['threshold']}: "
+              f"{100 * row['identical']:.1f}% identical answers")
+    payload = {"model": args.model, "ar_model": args.ar_model or ("backbone (causal)" if args.ar_backbone else None),
+               "prompts": args.prompts, "n": len(records), "batch_size": args.batch_size, "torch_threads":
+               torch.get_num_threads(), "results": results, "cache_agreement": agreement}
+    Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+__all__ = ["Setting", "add_ratios", "cache_agreement", "causal_twin", "cli_main", "format_table", "grid",
+           "load_prompts", "run", "summarize"]

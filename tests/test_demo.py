@@ -1,0 +1,138 @@
+"""`hf-dlm generate` and `hf-dlm demo` on a tiny saved checkpoint; the embedded default behind @slow."""
+
+import functools
+import io
+import json
+
+import pytest
+import torch
+
+from hf_dlm import default_model, demo
+from hf_dlm.cli import main as cli_main
+from hf_dlm.generation_dlm import DiffusionStep
+from tests.conftest import make_dlm
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model, tok = make_dlm("llama")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-dlm"
+    model.save_pretrained(path, tokenizer=tok)
+    return str(path)
+
+
+def run_generate(capsys, *argv):
+    assert cli_main(["generate", *argv]) == 0
+    return capsys.readouterr()
+
+
+def json_lines(out):
+    return [json.loads(line) for line in out.strip().splitlines()]
+
+
+def test_generate_json_prints_one_object_per_prompt(checkpoint, capsys):
+    out = run_generate(capsys, "--model", checkpoint, "ab", "cd", "--json", "--max-new-tokens", "8",
+                       "--block-length", "4")
+    records = json_lines(out.out)
+    assert [r["prompt"] for r in records] == ["ab", "cd"]
+    for r in records:
+        assert {"prompt", "text", "tokens", "nfe", "seconds", "ended"} <= set(r)
+        assert 0 <= r["tokens"] <= 8 and r["nfe"] >= 1
+
+
+def test_decoding_flags_reach_the_decoder(checkpoint, capsys):
+    # fixed length without a threshold commits one token per forward: NFE = the budget, whatever the model says
+    out = run_generate(capsys, "--model", checkpoint, "ab", "--json", "--strategy", "fixed", "--threshold", "none",
+                       "--max-new-tokens", "12", "--block-length", "4")
+    assert json_lines(out.out)[0]["nfe"] == 12
+
+
+def test_prompts_come_from_a_file_and_from_stdin(checkpoint, capsys, monkeypatch, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("ab\n\ncd\n")
+    out = run_generate(capsys, "--model", checkpoint, "--file", str(prompts), "--json", "--max-new-tokens", "4")
+    assert [r["prompt"] for r in json_lines(out.out)] == ["ab", "cd"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("ef\ngh\n"))
+    out = run_generate(capsys, "--model", checkpoint, "-", "--json", "--max-new-tokens", "4")
+    assert [r["prompt"] for r in json_lines(out.out)] == ["ef", "gh"]
+
+
+def test_batched_generation_gives_each_prompt_its_own_answer(checkpoint, capsys):
+    args = ["--model", checkpoint, "--json", "--max-new-tokens", "8", "--block-length", "4"]
+    alone = [json_lines(run_generate(capsys, *args, p).out)[0]["text"] for p in ("ab", "cdefg")]
+    batched = json_lines(run_generate(capsys, *args, "--batch-size", "2", "ab", "cdefg").out)
+    assert [r["text"] for r in batched] == alone
+
+
+def test_invalid_settings_and_missing_prompts_are_explained(checkpoint, capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--model", checkpoint, "ab", "--steps", "3", "--max-new-tokens", "8", "--block-length", "4"])
+    assert "multiple of 2" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--model", checkpoint])
+    assert "no prompt" in capsys.readouterr().err
+
+
+def test_demo_without_animation_prints_the_answers_and_the_totals(checkpoint, capsys):
+    assert cli_main(["demo", "--model", checkpoint, "--no-live", "--prompt", "ab", "--prompt", "cd",
+                     "--max-new-tokens", "8", "--block-length", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "2/2  cd" in out and "forwards (NFE)" in out and "All prompts" in out
+
+
+def test_the_live_canvas_draws_masks_and_stops_at_eos():
+    from rich.console import Console
+
+    model, tok = make_dlm("gpt2")
+    drawn = []
+    screen = type("Screen", (), {"update": lambda self, renderable: drawn.append(renderable)})()
+    canvas = demo.LiveCanvas(tok, tok.mask_token_id, [tok.eos_token_id], tok.pad_token_id, screen, "t")
+    a, b, mask, eos, pad = *tok.convert_tokens_to_ids(["a", "b"]), tok.mask_token_id, tok.eos_token_id, tok.pad_token_id
+    for step, row in enumerate([[7, a, mask, mask, pad], [7, a, b, eos, pad]], 1):
+        canvas(DiffusionStep(step, step, 0, torch.tensor([row]), 1, torch.tensor([False])))
+    console = Console(width=60, record=True)
+    console.print(drawn[0])
+    first = console.export_text()
+    console.print(drawn[1])
+    second = console.export_text()
+    assert "a" + demo.MASK_GLYPH * 2 in first and "1/3 positions decided" in first
+    assert "ab ⏎" in second and demo.MASK_GLYPH not in second and "3/3 positions decided" in second
+
+
+# ----------------------------------------------------------------------------------------------- the default
+_REAL_LOAD_DEFAULT = default_model.load_default  # taken before the fixture patches it
+
+@functools.cache
+def _default_pair():
+    return _REAL_LOAD_DEFAULT(autoregressive=True)
+
+
+@pytest.fixture
+def default_model(monkeypatch):
+    """The embedded default, loaded once for every slow test of this file."""
+    pytest.importorskip("gguf")
+    monkeypatch.setattr("hf_dlm.default_model.load_default", lambda *a, autoregressive=False, **k:
+                        _default_pair() if autoregressive else _default_pair()[0])
+    return _default_pair()
+
+
+@pytest.mark.slow
+def test_the_default_model_answers_through_the_cli_within_its_budget(default_model, capsys):
+    """The pipeline, not the quality (docs/quality.md measures that): JSON records with every field, the budget
+    respected, a finished answer shorter than the budget."""
+    assert cli_main(["generate", "--json", "--max-new-tokens", "32", "What is the capital of Germany?",
+                     "List three birds."]) == 0
+    records = json_lines(capsys.readouterr().out)
+    assert [r["prompt"] for r in records] == ["What is the capital of Germany?", "List three birds."]
+    for record in records:
+        assert {"prompt", "text", "tokens", "nfe", "seconds", "ended"} <= set(record)
+        assert 0 < record["tokens"] <= 32 and record["nfe"] >= 1 and record["seconds"] > 0
+        assert record["ended"] or record["tokens"] == 32
+
+
+@pytest.mark.slow
+def test_the_demo_runs_to_the_end_next_to_the_autoregressive_model(default_model, capsys):
+    assert cli_main(["demo", "--no-live", "--prompt", "Write a haiku about snow.", "--max-new-tokens", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "autoregressive (SmolLM2)" in out and "diffusion (" in out and "All prompts" in out
