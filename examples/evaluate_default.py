@@ -20,15 +20,16 @@ answers); docs/quality.md quotes the numbers.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from hf_dlm.default_model import load_default
 from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, generative_perplexity, summarize
+from hf_dlm.smollm2 import find_smollm2_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = ROOT / "examples" / "prompts" / "heldout.txt"
@@ -69,7 +70,12 @@ def main(argv=None) -> None:
         line = "  ".join(f"{k} {len(v[-1].tokens)}t/{v[-1].nfe}f/{v[-1].seconds:.1f}s" for k, v in answers.items())
         print(f"[{i}/{len(prompts)} {time.time() - started:.0f}s] {line}", flush=True)
 
-    scorer = copy.deepcopy(ar_model).float()  # perplexity in float32, whatever the decoding dtype
+    args.out.mkdir(parents=True, exist_ok=True)  # the answers are saved before scoring: nothing is lost
+    (args.out / "answers.json").write_text(json.dumps({k: [a.to_json() for a in v] for k, v in answers.items()}))
+    # Perplexity in float32 whatever the decoding dtype: a fresh float32 copy of SmolLM2 (a GGUF-loaded model
+    # counts as quantized for transformers and refuses .float()).
+    directory, name = find_smollm2_gguf()
+    scorer = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32).eval()
     results = {"settings": settings | {"dtype": str(model.dtype), "threads": torch.get_num_threads(),
                                        "generation_config": model.generation_config.to_dict_own(),
                                        "prompts": len(prompts)},

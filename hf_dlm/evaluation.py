@@ -99,10 +99,14 @@ def answer_autoregressive(model, tokenizer, prompts: Sequence[str], *, max_new_t
     """Answers of a causal LM with `model.generate` (greedy unless `do_sample=True` is passed). NFE = forwards =
     generated tokens of the longest row in the batch (one per token, the AR cost model)."""
     eos_ids, pad_id = _eos_ids(model), tokenizer.pad_token_id
+    if pad_id is None or pad_id >= model.get_input_embeddings().num_embeddings:
+        # The diffusion tokenizer's dedicated pad is new to the AR model; padding is masked out, any known id works.
+        pad_id = eos_ids[0]
     generate_kwargs.setdefault("do_sample", False)
     answers = []
     for batch in _batches(list(prompts), batch_size):
         inputs = {k: v.to(model.device) for k, v in chat_inputs(tokenizer, batch, chat_template).items()}
+        inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, pad_id)
         start = time.perf_counter()
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **generate_kwargs)
         seconds = time.perf_counter() - start
