@@ -494,6 +494,14 @@ class _Decoder:
         x0, p_x0, score = self._sample(block_logits)
         current = self.seq[rows, block_start:block_end]
         is_mask = current == self.mask_id
+        if self.variable:
+            # Positions after a row's first committed EOS are discarded from the answer: never spend a commit
+            # there (a model trained with EOS fill is most confident about exactly those positions).
+            canvas = self.seq[rows, self.prompt_length : block_end]
+            is_eos = torch.isin(canvas, self.eos_ids)
+            first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), canvas.shape[1])
+            position = torch.arange(block_start - self.prompt_length, canvas.shape[1], device=self.device)
+            is_mask &= position[None, :] < first_eos[:, None]
         remaining = is_mask.sum(-1)
 
         # How many at least: the LLaDA schedule spreads a block's masks evenly over its steps (earlier steps take
