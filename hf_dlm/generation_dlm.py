@@ -367,6 +367,12 @@ class DiffusionGenerationMixin:
         return input_ids, attention_mask
 
 
+def first_true(flags: torch.Tensor, default: int | torch.Tensor) -> torch.LongTensor:
+    """Index of the first True along the last dim of `flags` [rows, n]; `default` for rows without one."""
+    default = torch.as_tensor(default, device=flags.device).expand(flags.shape[0])
+    return torch.where(flags.any(-1), flags.float().argmax(-1), default)
+
+
 class _Decoder:
     """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only."""
 
@@ -499,7 +505,7 @@ class _Decoder:
             # there (a model trained with EOS fill is most confident about exactly those positions).
             canvas = self.seq[rows, self.prompt_length : block_end]
             is_eos = torch.isin(canvas, self.eos_ids)
-            first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), canvas.shape[1])
+            first_eos = first_true(is_eos, canvas.shape[1])
             position = torch.arange(block_start - self.prompt_length, canvas.shape[1], device=self.device)
             is_mask &= position[None, :] < first_eos[:, None]
         remaining = is_mask.sum(-1)
@@ -524,7 +530,7 @@ class _Decoder:
         """The seed's mechanism: from p(EOS) at every canvas position of the first forward, bound the length."""
         p_eos = logits.softmax(-1)[..., self.eos_ids].sum(-1)  # [rows, budget]
         reached = p_eos >= self.config.predict_threshold
-        first = torch.where(reached.any(-1), reached.float().argmax(-1), torch.full_like(reached[:, 0], self.budget, dtype=torch.long))
+        first = first_true(reached, self.budget)
         self.predicted_lengths = first.clone()
         self.bound = (first + 1 + self.config.length_margin).clamp(max=self.budget)
         self._resize_canvas(self.active, self.bound)
@@ -537,7 +543,7 @@ class _Decoder:
         inside = index[None, :] < self.canvas_len[rows, None]
         is_eos = torch.isin(canvas, self.eos_ids) & inside
         is_mask = canvas == self.mask_id
-        first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), torch.full_like(rows, self.budget))
+        first_eos = first_true(is_eos, self.budget)
         masks_before_eos = (is_mask & (index[None, :] < first_eos[:, None])).any(-1)
         all_done = ~is_mask.any(-1)
         if self.variable:
@@ -595,7 +601,7 @@ class _Decoder:
         inside = index < self.canvas_len[:, None]
         is_eos = torch.isin(answer, self.eos_ids) & inside
         ended = is_eos.any(-1)
-        first_eos = torch.where(ended, is_eos.float().argmax(-1), self.canvas_len)
+        first_eos = first_true(is_eos, self.canvas_len)
         # After the first EOS only pad; outside the canvas only pad (LLaDA leaves EOS runs, dLLM-Var leaves tokens).
         answer = torch.where((index <= first_eos[:, None]) & inside, answer, self.pad_id)
         if (answer == self.mask_id).any():
