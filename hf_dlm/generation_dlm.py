@@ -558,8 +558,13 @@ class _Decoder:
         if done.any():
             keep = ~done
             self.active = rows[keep]
-            if self.cache is not None and self.cache.get_seq_length() > 0:
-                self.cache.batch_select_indices(keep.nonzero().squeeze(-1))
+            if self.cache is not None:
+                if self.cache.get_seq_length() > 0:
+                    self.cache.batch_select_indices(keep.nonzero().squeeze(-1))
+                else:
+                    # An empty cache (a one-token prompt is all anchor) still carries the old batch size, and
+                    # transformers' batch_select_indices skips empty layers: start a fresh one instead.
+                    self.cache = DynamicCache()
 
     def _block_done(self) -> bool:
         rows = self.active
