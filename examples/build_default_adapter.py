@@ -115,6 +115,11 @@ def train(args) -> None:
         max_length=args.max_length,
         padding="max_length",
         eos_fill=True,
+        # Half the rows are semi-AR block rows (clean answer prefix, one noised block, nothing after): the view of
+        # `grow` and of every block after the first. Canvas rows only teach the model that a sequence ending in
+        # masks ends with EOS, and its answers then stop after a few words (docs/quality.md, first adapter).
+        block_rows=args.block_rows,
+        block_length=args.block_length,
         per_device_train_batch_size=args.batch_size_train,
         gradient_accumulation_steps=args.accumulation,
         num_train_epochs=args.epochs,
@@ -176,6 +181,8 @@ def main(argv=None) -> None:
     training.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
     training.add_argument("--warmup-steps", type=int, default=10)
     training.add_argument("--max-examples", type=int, default=None)
+    training.add_argument("--block-rows", type=float, default=0.5, help="share of semi-AR block rows")
+    training.add_argument("--block-length", type=int, default=16, help="block size of block rows (and of decoding)")
     args = parser.parse_args(argv)
     if args.stage in ("data", "all"):
         build_data(args)

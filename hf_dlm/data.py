@@ -272,9 +272,61 @@ class DataCollatorForDiffusion:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 
+def block_rows(
+    batch: dict[str, torch.Tensor],
+    block_length: int,
+    share: float,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    generator_for: Any,
+) -> dict[str, torch.Tensor]:
+    """Turn a `share` of a collated batch's rows into *block rows*: the view of semi-autoregressive decoding.
+
+    A canvas row (the whole answer, EOS-filled, noised at one level t) teaches the first forward of `fixed` and
+    `predict`. But `grow` (dLLM-Var) and every later block of the semi-AR schedule see something else: the prompt,
+    the answer's finished blocks *clean*, the current block partly masked, and nothing after it. A model trained
+    on canvas rows only has never seen a sequence end in masks unless an EOS fill follows, so at the end of a
+    growing canvas it predicts EOS and stops answers after a few words. A block row is that view: pick block k
+    (block_length tokens from the answer's first loss-carrying position; k uniform over the blocks up to the one
+    holding the answer's first EOS, the blocks `grow` can reach), keep the tokens before it clean and without
+    loss, keep block k as the only loss-carrying span (the noise then masks it at level t), and cut the row after
+    it (padding: not attended, no loss). With EOS filling, a block past the answer's end holds its EOS fill.
+
+    `generator_for(row)` returns the torch.Generator of a row, so the choice is reproducible (the trainer seeds it
+    like the noise: by seed, optimizer step and the row's tokens).
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"block_rows must be a share in [0, 1], got {share}.")
+    if block_length < 1:
+        raise ValueError(f"block_length must be >= 1, got {block_length}.")
+    input_ids, attention_mask, loss_mask = (batch[k].clone() for k in ("input_ids", "attention_mask", "loss_mask"))
+    eos = torch.tensor(list(eos_token_ids), device=input_ids.device)
+    for row in range(input_ids.shape[0]):
+        generator = generator_for(row)
+        if torch.rand(1, generator=generator).item() >= share:
+            continue
+        loss_at = loss_mask[row].bool().nonzero().squeeze(-1)
+        loss_at = loss_at[loss_at > 0]
+        if loss_at.numel() == 0:
+            continue
+        start = int(loss_at[0])
+        end = int(attention_mask[row].nonzero().max()) + 1  # right-padded rows: one past the last real token
+        ends = (torch.isin(input_ids[row, start:end], eos) & loss_mask[row, start:end].bool()).nonzero()
+        last = int(ends[0]) if ends.numel() else end - start - 1  # the answer's first EOS (or its last token)
+        k = int(torch.randint(0, last // block_length + 1, (1,), generator=generator))
+        block_start = start + k * block_length
+        block_end = min(block_start + block_length, end)
+        loss_mask[row, :block_start] = 0
+        loss_mask[row, block_end:] = 0
+        attention_mask[row, block_end:] = 0
+        input_ids[row, block_end:] = pad_token_id
+    return {**batch, "input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
 __all__ = [
     "DATASET_FORMATS",
     "DataCollatorForDiffusion",
+    "block_rows",
     "detect_format",
     "infer_format",
     "pack_examples",

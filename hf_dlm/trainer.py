@@ -42,11 +42,12 @@ from .data import (
     MODEL_COLUMNS,
     PADDING_STRATEGIES,
     DataCollatorForDiffusion,
+    block_rows,
     infer_format,
     prepare_dataset,
 )
 from .modeling_dlm import DiffusionLM
-from .noise import ELBO_T_MIN, DiffusionNoise, diffusion_loss, maskable_positions
+from .noise import ELBO_T_MIN, DiffusionNoise, diffusion_loss, maskable_positions, seeded_generator
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,18 @@ class DiffusionTrainingArguments(TrainingArguments):
             "Lowers the loss variance; False draws each t independently."
         },
     )
+    block_rows: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of training rows shown as semi-autoregressive *block rows* (hf_dlm.data.block_rows): the "
+            "answer's blocks before a random block k clean, block k noised, nothing after it: the view of "
+            "length_strategy='grow' and of every later block. 0 trains on whole canvases only (LLaDA / DiffuLLaMA)."
+        },
+    )
+    block_length: int = field(
+        default=32,
+        metadata={"help": "Block size of block_rows; match the block_length you decode with."},
+    )
     eos_always_masked: bool = field(
         default=False,
         metadata={
@@ -183,6 +196,10 @@ class DiffusionTrainingArguments(TrainingArguments):
             )
         if self.anneal_steps < 0:
             raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
+        if not 0.0 <= self.block_rows <= 1.0:
+            raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
         if self.sample_steps is not None and self.sample_steps < 1:
             raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
         if self.sample_max_new_tokens < 1:
@@ -319,6 +336,7 @@ class DiffusionTrainer(Trainer):
             eval_dataset = {k: prepare_dataset(v, processing_class, **prepare) for k, v in eval_dataset.items()}
         elif eval_dataset is not None:
             eval_dataset = prepare_dataset(eval_dataset, processing_class, **prepare)
+        self._pad_token_id = pad_id
         if data_collator is None:
             data_collator = DataCollatorForDiffusion(
                 pad_token_id=pad_id, eos_token_id=eos_id, eos_fill=eos_fill, padding=args.padding,
@@ -368,6 +386,8 @@ class DiffusionTrainer(Trainer):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batch_samples:
             return batch_samples, None
+        if self.args.block_rows > 0:
+            batch_samples = [self._block_rows(b) for b in batch_samples]
         num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples).to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             num_items = self.accelerator.gather(num_items).sum()
@@ -377,6 +397,17 @@ class DiffusionTrainer(Trainer):
             for batch, part in zip(batch_samples, t.split(sizes)):
                 batch["t"] = part
         return batch_samples, num_items
+
+    def _block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Semi-AR block rows (`args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
+        so accumulation, DDP and resume make the same choice."""
+        step, ids, real = self.state.global_step, batch["input_ids"].cpu(), batch["attention_mask"].cpu().bool()
+
+        def generator_for(row: int) -> torch.Generator:
+            return seeded_generator(self.noise.seed, step, ids[row][real[row]].numpy().tobytes(), b"block_rows")
+
+        return block_rows(batch, self.args.block_length, self.args.block_rows, self.noise.eos_token_ids,
+                          self._pad_token_id, generator_for)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

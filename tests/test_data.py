@@ -1,10 +1,11 @@
 """Data formats (hf_dlm.data): which tokens exist, which carry loss, how rows are packed and padded."""
 
 import pytest
+import torch
 from datasets import Dataset, IterableDataset, load_dataset
 
 from hf_dlm.adapt import add_special_tokens
-from hf_dlm.data import DataCollatorForDiffusion, detect_format, infer_format, prepare_dataset
+from hf_dlm.data import DataCollatorForDiffusion, block_rows, detect_format, infer_format, prepare_dataset
 from hf_dlm.tiny import char_tokenizer
 
 # A chat template in the char tokenizer's alphabet; assistant turns end with EOS, like <|im_end|> in ChatML.
@@ -143,3 +144,28 @@ def test_format_detection_follows_trl(tok):
     no_template = char_tokenizer()
     with pytest.raises(ValueError, match="chat template"):
         prepare_dataset(Dataset.from_dict({"messages": [[{"role": "user", "content": "a"}]]}), no_template)
+
+
+def test_block_rows_show_a_clean_prefix_one_loss_block_and_nothing_after(tok):
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    # prompt of 3 tokens, answer of 5 + EOS, EOS-filled to 16: with blocks of 4 the answer's EOS is in block 1,
+    # so only blocks 0 and 1 are reachable by `grow`.
+    rows = [{"input_ids": [5, 6, 7, 10, 11, 12, 13, 14, eos], "loss_mask": [0, 0, 0, 1, 1, 1, 1, 1, 1]}]
+    batch = DataCollatorForDiffusion(pad_token_id=pad, eos_token_id=eos, eos_fill=True, padding="max_length",
+                                     max_length=16)(rows)
+    seen = set()
+    for seed in range(40):
+        generator = torch.Generator().manual_seed(seed)
+        out = block_rows(batch, 4, 1.0, [eos], pad, lambda row, g=generator: g)
+        ids, attention, loss = (out[k][0].tolist() for k in ("input_ids", "attention_mask", "loss_mask"))
+        start = loss.index(1)
+        end = sum(attention)
+        seen.add(start)
+        assert start in (3, 7) and end == start + 4 and sum(loss) == 4  # one whole block carries loss
+        assert ids[:end] == batch["input_ids"][0, :end].tolist()  # clean prefix and block (the noise masks later)
+        assert ids[end:] == [pad] * (16 - end) and not any(loss[end:])
+    assert seen == {3, 7}  # both reachable blocks are drawn, never the EOS fill beyond them
+    untouched = block_rows(batch, 4, 0.0, [eos], pad, lambda row: torch.Generator().manual_seed(0))
+    assert all(torch.equal(untouched[k], batch[k]) for k in batch)
+    with pytest.raises(ValueError, match="share"):
+        block_rows(batch, 4, 1.5, [eos], pad, lambda row: None)

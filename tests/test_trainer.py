@@ -101,9 +101,11 @@ def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path)
     assert first[:, 0][:, causal].float().mean() > first[:, 0][:, ~causal].float().mean()
 
 
-def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path):
+@pytest.mark.parametrize("block_rows", [0.0, 0.5])
+def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_rows):
     """Batch 8 x 1 step, 2 x 4 and 4 x 2 accumulation: same masks (noise seeded per example), same loss (the
-    normaliser counts the whole accumulated batch), hence the same SGD update."""
+    normaliser counts the whole accumulated batch), hence the same SGD update. With block rows too: their choice
+    is seeded per example like the noise."""
     data = sort_task(8)
     results = []
     for batch, accumulation in ((8, 1), (2, 4), (4, 2)):
@@ -112,7 +114,7 @@ def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path):
         args = training_args(
             tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
             optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, padding="max_length",
-            max_length=16,
+            max_length=16, block_rows=block_rows, block_length=2,
         )
         trainer = DiffusionTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
         trainer.train()
@@ -252,6 +254,8 @@ def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tm
         ({"padding": "max_length", "max_length": None}, "max_length"),
         ({"max_length": 1}, "max_length"),
         ({"sample_steps": 0}, "sample_steps"),
+        ({"block_rows": 1.5}, "block_rows"),
+        ({"block_length": 0}, "block_length"),
     ],
 )
 def test_invalid_arguments_say_what_to_change(tmp_path, kwargs, message):
