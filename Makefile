@@ -12,7 +12,7 @@ lint:
 
 # The whole benchmark pipeline (AR pretraining, adaptation, from-scratch control, measurements, plots, report).
 bench:
-	python benchmarks/run.py --preset full
+	python benchmarks/run.py --preset full --parallel
 
 bench-smoke:
 	python benchmarks/run.py --preset smoke --work /tmp/hf_dlm_bench_smoke --results /tmp/hf_dlm_bench_smoke/results.json

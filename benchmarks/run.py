@@ -15,6 +15,8 @@ Stages, in order (each skipped when its output exists, unless --force):
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img", type=Path, help="plot directory (default docs/img for full, <work>/img otherwise)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--force", action="store_true", help="rerun stages whose output already exists")
+    parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's choice)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the from-scratch control in a second process (one thread each) while the AR base "
+                        "trains: the two are independent, and two small models use two cores better than one "
+                        "model uses both")
     args = parser.parse_args(argv)
 
     import datasets
@@ -55,10 +62,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {stage} -> {output}", flush=True)
         return True
 
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    side = None
+    if args.parallel and needed("scratch", work / "scratch" / "train_log.json"):
+        command = [sys.executable, __file__, "--preset", preset.name, "--work", str(work), "--stages", "scratch",
+                   "--threads", "1"] + (["--force"] if args.force else [])
+        side = subprocess.Popen(command)
+        torch.set_num_threads(1)
     if needed("ar", work / "ar" / "train_log.json"):
         from train_ar import train_ar
 
         train_ar(preset, work)
+    if side is not None:
+        if side.wait() != 0:
+            raise SystemExit(f"the scratch stage failed (exit {side.returncode}); its output is above")
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
     for init in ("adapt", "scratch"):
         if needed(init, work / init / "train_log.json"):
             from train_diffusion import train_diffusion
