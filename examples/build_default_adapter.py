@@ -115,9 +115,9 @@ def train(args) -> None:
         max_length=args.max_length,
         padding="max_length",
         eos_fill=True,
-        # Half the rows are semi-AR block rows (clean answer prefix, one noised block, nothing after): the view of
-        # `grow` and of every block after the first. Canvas rows only teach the model that a sequence ending in
-        # masks ends with EOS, and its answers then stop after a few words (docs/quality.md, first adapter).
+        # --block-rows > 0 trains a share of semi-AR block rows (clean answer prefix, one noised block, nothing
+        # after): the view of `grow` and of every block after the first. The shipped adapter used 0 (canvas rows
+        # only), whose answers stop after a few words (docs/quality.md); a 0.5 run exists but is not evaluated yet.
         block_rows=args.block_rows,
         block_length=args.block_length,
         per_device_train_batch_size=args.batch_size_train,
@@ -181,7 +181,8 @@ def main(argv=None) -> None:
     training.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
     training.add_argument("--warmup-steps", type=int, default=10)
     training.add_argument("--max-examples", type=int, default=None)
-    training.add_argument("--block-rows", type=float, default=0.5, help="share of semi-AR block rows")
+    training.add_argument("--block-rows", type=float, default=0.0,
+                          help="share of semi-AR block rows (0: what the shipped adapter used)")
     training.add_argument("--block-length", type=int, default=16, help="block size of block rows (and of decoding)")
     args = parser.parse_args(argv)
     if args.stage in ("data", "all"):
