@@ -15,7 +15,6 @@ Stages, in order (each skipped when its output exists, unless --force):
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    side = None
+    side, threads = None, torch.get_num_threads()
     if args.parallel and needed("scratch", work / "scratch" / "train_log.json"):
         command = [sys.executable, __file__, "--preset", preset.name, "--work", str(work), "--stages", "scratch",
                    "--threads", "1"] + (["--force"] if args.force else [])
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if side is not None:
         if side.wait() != 0:
             raise SystemExit(f"the scratch stage failed (exit {side.returncode}); its output is above")
-        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads)
     for init in ("adapt", "scratch"):
         if needed(init, work / init / "train_log.json"):
             from train_diffusion import train_diffusion

@@ -21,7 +21,7 @@ Every example becomes `input_ids` + `loss_mask` (1 = may be noised and carries l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -278,7 +278,7 @@ def block_rows(
     share: float,
     eos_token_ids: Sequence[int],
     pad_token_id: int,
-    generator_for: Any,
+    generator_for: Callable[[int], torch.Generator],
 ) -> dict[str, torch.Tensor]:
     """Turn a `share` of a collated batch's rows into *block rows*: the view of semi-autoregressive decoding.
 
