@@ -44,11 +44,12 @@ def task_dataset(preset: Preset, split: str, n: int | None = None) -> Dataset:
     return Dataset.from_list(make_split(split, n, seed=preset.seed))
 
 
-def packed_train_rows(preset: Preset, tokenizer) -> Dataset:
-    """Training rows: whole examples packed into `row_length` tokens (hf_dlm.data), `input_ids` + `loss_mask`
-    (1 on completion + EOS). The AR run and both diffusion runs train on exactly these rows."""
+def train_rows(preset: Preset, tokenizer) -> Dataset:
+    """Training rows, one example each (prompt + completion + EOS), `input_ids` + `loss_mask` (1 on completion + EOS).
+    The AR run trains on exactly these rows; the diffusion runs tokenise the same examples the same way and
+    EOS-fill them to `row_length` in their collator."""
     dataset = task_dataset(preset, "train").remove_columns("task")
-    return prepare_dataset(dataset, tokenizer, max_length=preset.row_length, packing=True)
+    return prepare_dataset(dataset, tokenizer, max_length=preset.row_length, packing=False)
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -52,7 +52,7 @@ def headline(data: dict) -> list[dict]:
 
 
 def training_table(data: dict) -> str:
-    lines = ["| stage | what | steps | rows x tokens per step | train time (s) | first / last logged loss |",
+    lines = ["| stage | what | steps | rows per step (tokens per row) | train time (s) | first / last logged loss |",
              "|---|---|---|---|---|---|"]
     what = {"ar": "GPT-2, next-token loss (plain Trainer)", "adapt": "AR weights -> diffusion (DiffusionTrainer)",
             "scratch": "random init -> diffusion (DiffusionTrainer)"}
@@ -61,7 +61,9 @@ def training_table(data: dict) -> str:
         if not log:
             continue
         losses = log.get("losses") or [float("nan")]
-        lines.append(f"| {stage} | {what[stage]} | {log['steps']} | {p['rows_per_step']} x {p['row_length']} | "
+        rows = (f"{p['ar_rows_per_step']} (one example, ~60)" if stage == "ar"
+                else f"{p['diffusion_rows_per_step']} (one example, EOS-filled to {p['row_length']})")
+        lines.append(f"| {stage} | {what[stage]} | {log['steps']} | {rows} | "
                      f"{log['seconds']:.0f} | {losses[0]:.3f} / {losses[-1]:.3f} |")
     return "\n".join(lines)
 
@@ -80,6 +82,27 @@ def models_table(data: dict) -> str:
                      f"{_pct(a['length_match'])} |")
         lines.append(f"| diffusion from scratch | {method}, thr {thr:g}, cache | {_pct(s['accuracy'])} | "
                      f"{_pct(s['length_match'])} |")
+    return "\n".join(lines)
+
+
+def task_table(data: dict) -> str:
+    """Exact match per task at the main budget (threshold, cache): which tasks the small models learnt at all."""
+    p = data["preset"]
+    thr, budget = p["thresholds"][0], p["main_budget"]
+    main, scratch = data["tables"]["main"], data["tables"]["models"]
+    tasks = sorted(set(main["tasks"]))
+    rows = [("AR base, `generate`", _find(main["results"], "ar", None, True, budget), main["tasks"])]
+    for method in ("fixed", "grow", "predict"):
+        rows.append((f"adapted, {method}", _find(main["results"], method, thr, True, budget), main["tasks"]))
+    rows.append(("from scratch, grow", _find(scratch["results"], "grow", thr, True, budget), scratch["tasks"]))
+    lines = ["| model, decoder | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for label, result, names in rows:
+        correct = result["per_answer"]["correct"]
+        cells = []
+        for task in tasks:
+            hits = [c for c, name in zip(correct, names) if name == task]
+            cells.append(_pct(sum(hits) / len(hits)) if hits else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -116,6 +139,7 @@ def render(data: dict, img_dir: Path | None = None) -> str:
         f"transformers {m['transformers']}, Python {m['python']}. Preset `{data['preset']['name']}`.",
         "### Training", training_table(data),
         "### Adapted vs from scratch (same steps, same data)", _table_header(data, "models"), models_table(data),
+        f"### Exact match (%) per task, budget {data['preset']['main_budget']}", task_table(data),
         f"### All settings at budget {data['preset']['main_budget']}", _table_header(data, "main"),
         format_table(data["tables"]["main"]["results"]),
         "### Cached vs uncached decoding", agreement_table(data),

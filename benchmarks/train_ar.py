@@ -1,7 +1,7 @@
 """Stage 1: pretrain a small GPT-2 autoregressively on the tasks, with the plain `transformers.Trainer`.
 
 This is the "pretrained causal LM" that adaptation starts from, and the AR baseline of every speed table. It
-trains on the same packed rows as the diffusion runs; the loss is next-token cross-entropy on completion + EOS
+trains on the same examples as the diffusion runs, one per row; the loss is next-token cross-entropy on completion + EOS
 tokens only (prompts are random strings, nothing to learn there).
 """
 
@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import Stopwatch, base_tokenizer, fresh_gpt2, packed_train_rows, write_json
+from common import Stopwatch, base_tokenizer, fresh_gpt2, train_rows, write_json
 from config import Preset
 from transformers import Trainer, TrainingArguments
 
 
 @dataclass
 class CausalCollator:
-    """Right-pads packed rows; labels are the input ids where `loss_mask` is 1, -100 elsewhere (GPT-2 shifts them)."""
+    """Right-pads the rows; labels are the input ids where `loss_mask` is 1, -100 elsewhere (GPT-2 shifts them)."""
 
     pad_token_id: int
 
@@ -35,12 +35,12 @@ class CausalCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def training_arguments(preset: Preset, output_dir: Path, steps: int, lr: float) -> dict:
-    """Arguments shared by the AR and diffusion runs, so that "the same number of steps" means the same schedule."""
+def training_arguments(preset: Preset, output_dir: Path, steps: int, lr: float, rows_per_step: int) -> dict:
+    """Arguments shared by the AR and diffusion runs: the same optimizer, schedule shape and seed."""
     return dict(
         output_dir=str(output_dir),
         max_steps=steps,
-        per_device_train_batch_size=preset.rows_per_step,
+        per_device_train_batch_size=rows_per_step,
         learning_rate=lr,
         lr_scheduler_type="cosine",
         warmup_steps=min(preset.warmup_steps, max(steps - 1, 0)),
@@ -58,9 +58,10 @@ def training_arguments(preset: Preset, output_dir: Path, steps: int, lr: float) 
 
 def train_ar(preset: Preset, out: Path) -> Path:
     tokenizer = base_tokenizer()
-    rows = packed_train_rows(preset, tokenizer)
+    rows = train_rows(preset, tokenizer)
     model = fresh_gpt2(preset, len(tokenizer), tokenizer)
-    args = TrainingArguments(**training_arguments(preset, out / "ar-run", preset.ar_steps, preset.ar_lr))
+    args = TrainingArguments(**training_arguments(preset, out / "ar-run", preset.ar_steps, preset.ar_lr,
+                                                  preset.ar_rows_per_step))
     trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=CausalCollator(tokenizer.pad_token_id))
     clock = Stopwatch()
     trainer.train()

@@ -6,9 +6,9 @@
   wrapped the same way and trained with identical arguments for the same number of steps. The only difference
   is the AR pretraining, so "adapted > scratch" measures what the AR weights are worth.
 
-Data: the prompt/completion examples packed into `row_length` rows (dLLM-Var's multi-sample packing, full
-attention) and EOS-filled (LLaDA's SFT padding, `eos_fill`), so that p(EOS) learns where answers end: the signal
-the `predict` strategy reads.
+Data: the AR run's prompt/completion examples, one per row, EOS-filled to `row_length` (LLaDA's SFT padding,
+`eos_fill` with `padding="max_length"`), so that p(EOS) learns where answers end (the signal the `predict` strategy
+reads) and every canvas position of the main budget is trained.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ INITS = ("adapt", "scratch")
 
 def diffusion_arguments(preset: Preset, output_dir: Path) -> DiffusionTrainingArguments:
     return DiffusionTrainingArguments(
-        **training_arguments(preset, output_dir, preset.diffusion_steps, preset.diffusion_lr),
+        **training_arguments(preset, output_dir, preset.diffusion_steps, preset.diffusion_lr,
+                             preset.diffusion_rows_per_step),
         max_length=preset.row_length,
-        packing=True,
+        packing=False,
         eos_fill=True,
+        padding="max_length",
         # DiffuGPT anneals causal -> bidirectional attention over its first 10k steps; a tenth of this short run
         # eases the AR weights in the same way. The scratch control gets the same schedule (only the init differs).
         anneal_steps=max(preset.diffusion_steps // 10, 0),
