@@ -25,6 +25,29 @@ sys.path.insert(0, str(HERE))  # the stage modules are siblings of this script
 STAGES = ("ar", "adapt", "scratch", "measure", "plots", "report")
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """`["diffusion_steps=7500", "ar_lr=3e-3"]` -> typed values, by the type of the preset field's default."""
+    from dataclasses import fields
+
+    from config import Preset
+
+    types = {f.name: type(f.default) for f in fields(Preset) if f.name not in ("name", "extra")}
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
+        kind = types[key]
+        try:
+            if kind is tuple:
+                overrides[key] = tuple(int(v) if v.lstrip("-").isdigit() else float(v) for v in value.split(","))
+            else:
+                overrides[key] = kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a valid {kind.__name__} for {key}") from None
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="full", help="full | smoke (benchmarks/config.py)")
@@ -33,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img", type=Path, help="plot directory (default docs/img for full, <work>/img otherwise)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--force", action="store_true", help="rerun stages whose output already exists")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="override preset fields, e.g. --set diffusion_steps=7500 (needs --work; results and plots "
+                        "then default to that directory, so the published full run is never overwritten)")
     parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's choice)")
     parser.add_argument("--parallel", action="store_true",
                         help="train the from-scratch control in a second process (one thread each) while the AR base "
@@ -46,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
-    preset = get_preset(args.preset)
+    overrides = parse_overrides(args.set)
+    if overrides and args.work is None:
+        parser.error("--set needs --work (a directory for the modified run's checkpoints and results)")
+    preset = get_preset(args.preset, **overrides)
     work = args.work or HERE / "checkpoints" / preset.name
-    results = args.results or HERE / "results" / f"{preset.name}.json"
-    img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" else work / "img")
+    results = args.results or (work / "results.json" if overrides else HERE / "results" / f"{preset.name}.json")
+    img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" and not overrides else work / "img")
     work.mkdir(parents=True, exist_ok=True)
 
     def needed(stage: str, output: Path) -> bool:
@@ -68,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     side, threads = None, torch.get_num_threads()
     if args.parallel and needed("scratch", work / "scratch" / "train_log.json"):
         command = [sys.executable, __file__, "--preset", preset.name, "--work", str(work), "--stages", "scratch",
-                   "--threads", "1"] + (["--force"] if args.force else [])
+                   "--threads", "1"] + (["--force"] if args.force else []) + (["--set", *args.set] if args.set else [])
         side = subprocess.Popen(command)
         torch.set_num_threads(1)
     if needed("ar", work / "ar" / "train_log.json"):

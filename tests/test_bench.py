@@ -21,3 +21,19 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
     assert {"fixed", "grow", "predict"} <= methods
     assert list((tmp_path / "img").glob("*.png"))
     assert results.with_suffix(".md").read_text().strip()
+
+
+def test_preset_overrides_are_typed_and_checked(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from run import parse_overrides
+
+    assert parse_overrides(["diffusion_steps=7500", "ar_lr=3e-3", "thresholds=0.9,0.5", "budgets=64,128"]) == {
+        "diffusion_steps": 7500, "ar_lr": 0.003, "thresholds": (0.9, 0.5), "budgets": (64, 128)}
+    for bad, says in ((["bogus=1"], "FIELD=VALUE"), (["diffusion_steps"], "FIELD=VALUE"), (["extra=1"], "FIELD=VALUE"),
+                      (["ar_steps=many"], "not a valid int")):
+        try:
+            parse_overrides(bad)
+        except SystemExit as error:
+            assert says in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
