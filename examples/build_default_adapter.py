@@ -100,10 +100,11 @@ def train(args) -> None:
     from safetensors.torch import load_file, save_file
 
     from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
+    from hf_dlm.generation_dlm import DiffusionGenerationConfig
     from hf_dlm.smollm2 import load_smollm2_diffusion
 
     torch.manual_seed(args.seed)
-    model = load_smollm2_diffusion()
+    model = load_smollm2_diffusion(attention=args.attention)
     dataset = load_dataset("json", data_files=str(work / "train.jsonl"), split="train")
     if args.max_examples:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
@@ -115,11 +116,15 @@ def train(args) -> None:
         max_length=args.max_length,
         padding="max_length",
         eos_fill=True,
-        # --block-rows > 0 trains a share of semi-AR block rows (clean answer prefix, one noised block, nothing
-        # after): the view of `grow` and of every block after the first. The shipped adapter used 0 (canvas rows
-        # only), whose answers stop after a few words (docs/quality.md); a 0.5 run exists but is not evaluated yet.
+        # attention="causal_prefix" (the shipped default): block diffusion with a causal context, trained on
+        # two-stream rows that hold every block of the answer (hf_dlm.two_stream); rows are cut after the block
+        # that holds the answer's EOS. attention="bidirectional" is the DiffuLLaMA recipe of the first adapters:
+        # canvas rows, plus a share of semi-AR block rows with --block-rows (docs/quality.md measures both).
         block_rows=args.block_rows,
         block_length=args.block_length,
+        # Two-stream rows are cut after the answer's EOS block, so a batch costs what its longest row costs: batches
+        # of similar lengths (transformers' length-grouped sampler) waste little on padding.
+        train_sampling_strategy="group_by_length",
         per_device_train_batch_size=args.batch_size_train,
         gradient_accumulation_steps=args.accumulation,
         num_train_epochs=args.epochs,
@@ -152,6 +157,11 @@ def train(args) -> None:
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in weights.items()},
               str(asset / "adapter_model.safetensors"), metadata={"format": "pt"})
     (asset / "adapter_config.json").write_text((work / "adapter" / "adapter_config.json").read_text())
+    # How to rebuild the DiffusionLM around the adapter (load_default reads it), and the decoding it was trained for.
+    (asset / "diffusion_config.json").write_text(json.dumps({"attention": args.attention}, indent=1) + "\n")
+    generation = DiffusionGenerationConfig(length_strategy=args.length_strategy, block_length=args.block_length,
+                                           threshold=0.9, max_new_tokens=256)
+    generation.save_pretrained(str(asset))
     log = {"steps": result.global_step, "minutes": round(minutes, 1), "training_loss": result.training_loss,
            "examples": len(dataset), "args": {k: v for k, v in vars(args).items() if k != "stage"},
            "loss_history": [h for h in trainer.state.log_history if "loss" in h]}
@@ -181,9 +191,13 @@ def main(argv=None) -> None:
     training.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
     training.add_argument("--warmup-steps", type=int, default=10)
     training.add_argument("--max-examples", type=int, default=None)
+    training.add_argument("--attention", choices=["causal_prefix", "bidirectional"], default="causal_prefix",
+                          help="causal_prefix: block diffusion with a causal context (shipped); bidirectional: DiffuLLaMA")
     training.add_argument("--block-rows", type=float, default=0.0,
-                          help="share of semi-AR block rows (0: what the shipped adapter used)")
-    training.add_argument("--block-length", type=int, default=16, help="block size of block rows (and of decoding)")
+                          help="bidirectional only: share of semi-AR block rows")
+    training.add_argument("--block-length", type=int, default=16, help="training block size, and of decoding")
+    training.add_argument("--length-strategy", default="grow", choices=["grow", "predict", "fixed"],
+                          help="decoding default written to the adapter's generation_config.json")
     args = parser.parse_args(argv)
     if args.stage in ("data", "all"):
         build_data(args)

@@ -30,6 +30,7 @@ def from_causal_lm(
     gguf_file: str | None = None,
     mask_token: str = DEFAULT_MASK_TOKEN,
     attn_implementation: str = "sdpa",
+    attention: str = "bidirectional",
     dtype: torch.dtype | str | None = None,
     **load_kwargs,
 ) -> DiffusionLM:
@@ -43,6 +44,8 @@ def from_causal_lm(
         gguf_file: file name of a GGUF checkpoint inside `model_or_path` (needs the `gguf` package).
         mask_token: the string of the mask token to add when the tokenizer has none.
         attn_implementation: "sdpa" or "eager" (kernels that honour bidirectional and 4D masks).
+        attention: "bidirectional" (DiffuLLaMA) or "causal_prefix" (block diffusion with a causal context: the
+            prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`).
         dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
         load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...).
     """
@@ -80,6 +83,7 @@ def from_causal_lm(
         backbone_config=backbone_config,
         mask_token_id=tokenizer.mask_token_id,
         shift_logits=True,
+        attention=attention,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos[0] if len(eos) == 1 else eos,
         bos_token_id=tokenizer.bos_token_id,

@@ -9,6 +9,8 @@ with bidirectional attention, the AR shift kept, plus a dedicated mask token.
 
 from transformers import AutoConfig, PreTrainedConfig
 
+ATTENTION_PATTERNS = ("bidirectional", "causal_prefix")
+
 
 class DiffusionLMConfig(PreTrainedConfig):
     r"""
@@ -23,6 +25,14 @@ class DiffusionLMConfig(PreTrainedConfig):
             Keep the AR shift: the hidden state at position i-1 scores token i, as in the causal LM the weights
             come from (DiffuLLaMA, Dream). `DiffusionLM.forward` returns logits already aligned to positions.
             Consequence: position 0 is never predicted, so every sequence starts with a real token.
+        attention (`str`, defaults to `"bidirectional"`):
+            `"bidirectional"`: every position attends to every other (DiffuLLaMA, LLaDA, Dream).
+            `"causal_prefix"`: block diffusion with a causal context (BD3-LM, Arriola et al. 2025; Fast-dLLM v2,
+            github.com/NVlabs/Fast-dLLM): the context (prompt and committed blocks) attends causally, exactly as
+            in the causal LM, and the canvas (the block being denoised and any masks after it) attends to the
+            whole context and bidirectionally to itself. The context is then the AR model's own computation, so
+            adaptation has less to learn and the KV cache is exact. Forwards need `canvas_start` (where the canvas
+            begins) or a 4D attention mask; training uses two-stream rows (`hf_dlm.two_stream`).
         pad_token_id / eos_token_id / bos_token_id:
             The tokenizer's special tokens; `eos_token_id` may be a list (chat models end turns with several).
     """
@@ -30,12 +40,16 @@ class DiffusionLMConfig(PreTrainedConfig):
     model_type = "diffusion_lm"
     sub_configs = {"backbone_config": AutoConfig}
 
-    def __init__(self, backbone_config=None, mask_token_id=None, shift_logits=True, **kwargs):
+    def __init__(self, backbone_config=None, mask_token_id=None, shift_logits=True, attention="bidirectional",
+                 **kwargs):
+        if attention not in ATTENTION_PATTERNS:
+            raise ValueError(f"attention must be one of {ATTENTION_PATTERNS}, got {attention!r}.")
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
         self.backbone_config = backbone_config
         self.mask_token_id = mask_token_id
         self.shift_logits = shift_logits
+        self.attention = attention
         super().__init__(**kwargs)
 
     @classmethod
@@ -60,4 +74,4 @@ class DiffusionLMConfig(PreTrainedConfig):
         return [eos] if isinstance(eos, int) else list(eos)
 
 
-__all__ = ["DiffusionLMConfig"]
+__all__ = ["ATTENTION_PATTERNS", "DiffusionLMConfig"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,9 @@ def load_default(
     Args:
         dtype: torch dtype or its name; default `preferred_dtype()`.
         autoregressive: also return the untouched causal LM: `(model, ar_model)`.
-        adapter: a directory holding a PEFT adapter of `DiffusionLM` (adapter_config.json, adapter_model.safetensors)
-            and optionally a generation_config.json with the decoding defaults tuned for it.
+        adapter: a directory holding a PEFT adapter of `DiffusionLM` (adapter_config.json, adapter_model.safetensors),
+            optionally a diffusion_config.json (`DiffusionLMConfig` fields the adapter was trained with, e.g.
+            `{"attention": "causal_prefix"}`) and a generation_config.json with the decoding defaults tuned for it.
         status: `status(message)` returns a context manager wrapped around each loading stage (the CLI shows a
             spinner); the GGUF de-quantization shows transformers' own progress bar.
     """
@@ -76,8 +78,11 @@ def load_default(
     ar_model = None
     if autoregressive:
         ar_model = copy.deepcopy(causal_lm).to(dtype).eval()
+    model_kwargs = {}
+    if (adapter / "diffusion_config.json").is_file():
+        model_kwargs = json.loads((adapter / "diffusion_config.json").read_text())
     with status(f"Applying the diffusion adapter ({adapter.name})"):
-        model = from_causal_lm(causal_lm, tokenizer)
+        model = from_causal_lm(causal_lm, tokenizer, **model_kwargs)
         with warnings.catch_warnings():  # peft's merge calls a transformers helper deprecated in v5: not ours to fix
             warnings.simplefilter("ignore", FutureWarning)
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()

@@ -20,7 +20,8 @@ last token, the *anchor*; each forward runs [anchor | current block | rest of th
 anchor is re-fed so that, with the AR shift, the block's first token is scored inside the same forward (Fast-dLLM
 commits it from the previous forward instead). The forward that starts a block also re-encodes the block just
 finished, and that is the KV kept for it: no extra forward per block. Approximation: cached keys/values never see
-tokens committed later (exact when attention is causal; measured in docs/decoding.md otherwise).
+tokens committed later (measured in docs/decoding.md). Exact for `attention="causal_prefix"` models (block diffusion
+with a causal context), whose context never attends to anything after it.
 
 Batches: left-padded prompts; all rows work on the same block index (a row done with its block waits without
 committing, which cannot change its tokens); finished rows leave the batch and the cache.
@@ -387,6 +388,7 @@ class _Decoder:
         self.pad_id = config.pad_token_id
         self.eos_ids = torch.tensor(config.eos_token_ids, device=device)
         self.variable = config.length_strategy != "fixed"
+        self.causal_prefix = getattr(model.config, "attention", "bidirectional") == "causal_prefix"
 
         width = self.prompt_length + self.budget
         self.seq = torch.full((batch, width), self.pad_id, dtype=torch.long, device=device)
@@ -439,12 +441,18 @@ class _Decoder:
             inputs = self.seq[rows, self.cached : window_end]
         else:
             inputs = self.seq[rows, :window_end]
+        extra = {}
+        if self.causal_prefix:
+            # The context (prompt + finished blocks, the anchor included) attends causally, the canvas from the
+            # current block on attends to everything.
+            extra["canvas_start"] = self.prompt_length + self.block * self.block_length
         out = self.model(
             input_ids=inputs,
             attention_mask=self._attention(rows, window_end),
             past_key_values=self.cache,
             use_cache=self.cache is not None,
             logits_to_keep=window_end - window_start,
+            **extra,
         )
         self.nfe += 1
         self.nfe_per_row[rows] += 1

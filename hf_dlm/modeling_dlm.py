@@ -10,6 +10,10 @@ What changes from the causal LM (DiffuGPT / DiffuLLaMA, github.com/HKUNLP/DiffuL
 - the AR shift is kept: hidden state i-1 scores token i. `forward` returns logits aligned to positions,
   `logits[:, i]` = prediction for token i, so position 0 (never predicted) repeats position 1's input logit.
 - nothing else: no time embedding, all AR weights reused.
+
+With `config.attention = "causal_prefix"` (block diffusion with a causal context, see DiffusionLMConfig) the
+positions before `canvas_start` attend causally and the canvas from `canvas_start` on attends to everything:
+`causal_prefix_mask` builds that 4D mask from the 2D padding mask.
 """
 
 from dataclasses import dataclass
@@ -45,6 +49,27 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor, query_length:
     """
     position_ids = attention_mask.long().cumsum(-1) - 1
     return position_ids.clamp(min=0)[:, -query_length:]
+
+
+def causal_prefix_mask(
+    padding_mask: torch.Tensor, query_length: int, canvas_start: int | torch.Tensor
+) -> torch.BoolTensor:
+    """4D bool mask [B, 1, Q, K] of `attention="causal_prefix"`: a query before `canvas_start` sees the keys up to
+    itself (the causal LM's own attention), a query at or after it sees every key; never padding.
+
+    `padding_mask` [B, K] covers cached + current positions (1 = real token); the queries are its last
+    `query_length` positions. `canvas_start` (int or [B]) indexes the same positions.
+    """
+    batch, keys = padding_mask.shape
+    device = padding_mask.device
+    key_pos = torch.arange(keys, device=device)
+    query_pos = key_pos[keys - query_length :]
+    start = torch.as_tensor(canvas_start, device=device).reshape(-1, 1, 1).expand(batch, 1, 1)
+    allowed = (key_pos[None, None, :] <= query_pos[None, :, None]) | (query_pos[None, :, None] >= start)
+    allowed = allowed & padding_mask.bool()[:, None, :]
+    # A padding query sees only itself: a softmax over no key at all gives NaN.
+    allowed = allowed | (key_pos[None, None, :] == query_pos[None, :, None])
+    return allowed[:, None]
 
 
 class DiffusionLMPreTrainedModel(PreTrainedModel):
@@ -139,14 +164,31 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         use_cache: bool = False,
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
+        canvas_start: int | torch.Tensor | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
         """Denoiser forward. `attention_mask` is a 2D padding mask over cached + current tokens (1 = real token)
         or a 4D mask [B, 1, Q, K] (bool: True = may attend; float: added to the attention scores).
         `logits_to_keep=n` returns aligned logits for the last n positions only (the LM head is the costly part for
-        short canvases behind long prompts)."""
+        short canvases behind long prompts). `canvas_start` (int or [B], an index over cached + current positions):
+        where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask."""
         check_attention_implementation(self.backbone.config._attn_implementation)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if getattr(self.config, "attention", "bidirectional") == "causal_prefix" and (
+            attention_mask is None or attention_mask.dim() == 2
+        ):
+            if canvas_start is None:
+                raise ValueError(
+                    "This model attends causally before its canvas (config.attention='causal_prefix'): pass "
+                    "canvas_start= (index of the first canvas position, counting cached tokens) or a 4D mask."
+                )
+            if attention_mask is None:
+                past = past_key_values.get_seq_length() if past_key_values is not None else 0
+                ref = input_ids if input_ids is not None else inputs_embeds
+                attention_mask = torch.ones(ref.shape[0], past + query_length, dtype=torch.long, device=ref.device)
+            if position_ids is None:
+                position_ids = position_ids_from_attention_mask(attention_mask, query_length)
+            attention_mask = causal_prefix_mask(attention_mask, query_length, canvas_start)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = position_ids_from_attention_mask(attention_mask, query_length)
         if attention_mask is not None and attention_mask.dim() == 4 and not attention_mask.is_floating_point():
@@ -192,4 +234,10 @@ def check_attention_implementation(name: str | None) -> None:
         )
 
 
-__all__ = ["DiffusionLM", "DiffusionLMOutput", "DiffusionLMPreTrainedModel", "position_ids_from_attention_mask"]
+__all__ = [
+    "DiffusionLM",
+    "DiffusionLMOutput",
+    "DiffusionLMPreTrainedModel",
+    "causal_prefix_mask",
+    "position_ids_from_attention_mask",
+]

@@ -47,7 +47,8 @@ from .data import (
     prepare_dataset,
 )
 from .modeling_dlm import DiffusionLM
-from .noise import ELBO_T_MIN, DiffusionNoise, diffusion_loss, maskable_positions, seeded_generator
+from .noise import ELBO_T_MIN, DiffusionNoise, NoisyBatch, diffusion_loss, maskable_positions, seeded_generator
+from .two_stream import cut_after_eos_block, two_stream_rows
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,10 @@ class DiffusionTrainingArguments(TrainingArguments):
     )
     block_length: int = field(
         default=32,
-        metadata={"help": "Block size of block_rows; match the block_length you decode with."},
+        metadata={
+            "help": "Block size of block_rows, and of the two-stream rows of attention='causal_prefix' models; match "
+            "the block_length you decode with."
+        },
     )
     eos_always_masked: bool = field(
         default=False,
@@ -310,6 +314,16 @@ class DiffusionTrainer(Trainer):
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
                 "DiffusionLM.from_causal_lm(model, tokenizer)."
             )
+        self.causal_prefix = getattr(config, "attention", "bidirectional") == "causal_prefix"
+        if self.causal_prefix and (args.block_rows > 0 or args.anneal_steps > 1):
+            raise ValueError(
+                "This model has attention='causal_prefix': it trains on two-stream rows (every block of the answer, "
+                "its context causal) and keeps the causal LM's attention in its context, so block_rows and "
+                "anneal_steps do not apply. Set block_rows=0 and anneal_steps=0."
+            )
+        if self.causal_prefix and not config.shift_logits:
+            raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
+                             "first token of each block).")
         if peft_config is not None:
             model = apply_peft(model, peft_config)
 
@@ -388,6 +402,8 @@ class DiffusionTrainer(Trainer):
             return batch_samples, None
         if self.args.block_rows > 0:
             batch_samples = [self._block_rows(b) for b in batch_samples]
+        if self.causal_prefix:
+            batch_samples = [self._cut_after_eos_block(b) for b in batch_samples]
         num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples).to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             num_items = self.accelerator.gather(num_items).sum()
@@ -409,15 +425,30 @@ class DiffusionTrainer(Trainer):
         return block_rows(batch, self.args.block_length, self.args.block_rows, self.noise.eos_token_ids,
                           self._pad_token_id, generator_for)
 
+    def _cut_after_eos_block(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return cut_after_eos_block(batch, self.args.block_length, self.noise.eos_token_ids, self._pad_token_id)
+
     # ------------------------------------------------------------------ loss
+    def _denoise(self, model, inputs: dict[str, torch.Tensor], noisy: NoisyBatch):
+        """One forward over the noised batch: (outputs, logits, targets, loss weights), aligned."""
+        if not self.causal_prefix:
+            outputs = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask)
+            return outputs, outputs.logits, inputs["input_ids"], noisy.loss_weight
+        rows = two_stream_rows(inputs["input_ids"], noisy.input_ids, inputs["attention_mask"], inputs["loss_mask"],
+                               noisy.loss_weight, self.args.block_length)
+        # Only the noisy streams carry loss: the LM head runs on them alone (logits_to_keep).
+        outputs = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids,
+                        logits_to_keep=rows.noisy_length)
+        return outputs, outputs.logits, rows.targets, rows.loss_weight
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Masked-diffusion loss: sum over masked tokens of CE / t, divided by the number of loss-carrying tokens of
         the optimizer step's whole batch (`num_items_in_batch`; this micro-batch's when not given)."""
         noisy = self.noise(
             inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.state.global_step, inputs.get("t")
         )
-        outputs = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask)
-        loss = diffusion_loss(outputs.logits, inputs["input_ids"], noisy.loss_weight)
+        outputs, logits, targets, weights = self._denoise(model, inputs, noisy)
+        loss = diffusion_loss(logits, targets, weights)
         if num_items_in_batch is None:
             loss = loss / noisy.maskable.sum().clamp(min=1)
         else:
@@ -432,9 +463,11 @@ class DiffusionTrainer(Trainer):
         """ELBO terms of one batch: returns its per-token bound and accumulates the exact totals."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
+            if self.causal_prefix:
+                inputs = self._cut_after_eos_block(inputs)
             noisy = self.eval_noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], step=None)
-            logits = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
-            total = diffusion_loss(logits, inputs["input_ids"], noisy.loss_weight)
+            _, logits, targets, weights = self._denoise(model, inputs, noisy)
+            total = diffusion_loss(logits, targets, weights)
         count = noisy.maskable.sum().float()
         if self._eval_totals is not None:
             self._eval_totals += torch.stack([total, count]).to(self._eval_totals.device)

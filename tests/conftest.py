@@ -26,12 +26,12 @@ def tokenizer():
     return char_tokenizer()
 
 
-def make_dlm(model_type="gpt2", attn_implementation="sdpa", seed=0, **kwargs):
+def make_dlm(model_type="gpt2", attn_implementation="sdpa", seed=0, attention="bidirectional", **kwargs):
     """A tiny adapted model and its tokenizer (mask + pad tokens added)."""
     torch.manual_seed(seed)
     tok = char_tokenizer()
     causal = tiny_causal_lm(model_type, vocab_size=len(tok), attn_implementation=attn_implementation, **kwargs)
-    model = DiffusionLM.from_causal_lm(causal, tok, attn_implementation=attn_implementation)
+    model = DiffusionLM.from_causal_lm(causal, tok, attn_implementation=attn_implementation, attention=attention)
     return model, tok
 
 

@@ -22,11 +22,14 @@ SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja"}  # weights, c
 PROMPT = torch.tensor([[1, 5, 9, 2, 7, 3], [0, 0, 0, 4, 8, 6]])
 PROMPT_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
 DECODE = dict(max_new_tokens=12, block_length=4, length_strategy="grow", threshold=0.9)
+CANVAS_START = 4  # causal-prefix models attend causally before it; bidirectional ones ignore it
+# Every backbone with the default bidirectional attention, plus one block-diffusion (causal-prefix) checkpoint.
+CHECKPOINTS = {name: (name, "bidirectional") for name in BACKBONES} | {"llama-causal_prefix": ("llama", "causal_prefix")}
 
 
 def reference_outputs(model):
     with torch.no_grad():
-        logits = model(PROMPT, attention_mask=PROMPT_MASK).logits
+        logits = model(PROMPT, attention_mask=PROMPT_MASK, canvas_start=CANVAS_START).logits
     sequences = model.diffusion_generate(PROMPT, PROMPT_MASK, **DECODE)
     return logits, sequences
 
@@ -36,12 +39,12 @@ def checkpoints(tmp_path_factory):
     """One saved tiny checkpoint per backbone, with the logits and greedy decode of the model that saved it."""
     root = tmp_path_factory.mktemp("checkpoints")
     saved = {}
-    for model_type in BACKBONES:
-        model, tok = make_dlm(model_type)
-        path = root / model_type
+    for name, (model_type, attention) in CHECKPOINTS.items():
+        model, tok = make_dlm(model_type, attention=attention)
+        path = root / name
         model.save_pretrained(path)
         logits, sequences = reference_outputs(model)
-        saved[model_type] = SimpleNamespace(path=path, model=model, tokenizer=tok, logits=logits, sequences=sequences)
+        saved[name] = SimpleNamespace(path=path, model=model, tokenizer=tok, logits=logits, sequences=sequences)
     return saved
 
 
@@ -103,14 +106,14 @@ def test_clean_interpreter_loads_with_automodel_and_decodes_identically(checkpoi
             tok = AutoTokenizer.from_pretrained(path)
             assert tok.mask_token_id == model.config.mask_token_id == model.generation_config.mask_token_id
             with torch.no_grad():
-                results[name + ".logits"] = model(**prompt).logits
-                results[name + ".masked_lm_logits"] = masked_lm(**prompt).logits
+                results[name + ".logits"] = model(**prompt, canvas_start={CANVAS_START}).logits
+                results[name + ".masked_lm_logits"] = masked_lm(**prompt, canvas_start={CANVAS_START}).logits
             results[name + ".sequences"] = model.diffusion_generate(
                 prompt["input_ids"], prompt["attention_mask"], **{DECODE!r})
             model.save_pretrained("resaved-" + name)
             again = AutoModelForMaskedLM.from_pretrained("resaved-" + name, trust_remote_code=True)
             with torch.no_grad():
-                results[name + ".resaved_logits"] = again(**prompt).logits
+                results[name + ".resaved_logits"] = again(**prompt, canvas_start={CANVAS_START}).logits
         save_file({{k: v.contiguous() for k, v in results.items()}}, "results.safetensors")
         """,
         cwd=tmp_path,
@@ -122,21 +125,24 @@ def test_clean_interpreter_loads_with_automodel_and_decodes_identically(checkpoi
         assert torch.equal(results[f"{name}.sequences"], ckpt.sequences)
 
 
-@pytest.mark.parametrize("model_type", BACKBONES)
+@pytest.mark.parametrize("model_type", list(CHECKPOINTS))
 def test_in_process_load_gives_identical_logits_and_settings(checkpoints, model_type):
     ckpt = checkpoints[model_type]
+    assert DiffusionLM.from_pretrained(ckpt.path).config.attention == CHECKPOINTS[model_type][1]
     for auto in (DiffusionLM, AutoModel, AutoModelForMaskedLM):
         loaded = auto.from_pretrained(ckpt.path)
         assert isinstance(loaded, DiffusionLM)
         with torch.no_grad():
-            torch.testing.assert_close(loaded(PROMPT, attention_mask=PROMPT_MASK).logits, ckpt.logits, rtol=0, atol=0)
+            logits = loaded(PROMPT, attention_mask=PROMPT_MASK, canvas_start=CANVAS_START).logits
+            torch.testing.assert_close(logits, ckpt.logits, rtol=0, atol=0)
         assert isinstance(loaded.generation_config, DiffusionGenerationConfig)
         assert loaded.generation_config.to_dict_own() == ckpt.model.generation_config.to_dict_own()
         assert not loaded.training
     eager = DiffusionLM.from_pretrained(ckpt.path, attn_implementation="eager")
     assert eager.backbone.config._attn_implementation == "eager" and eager.backbone.config.is_causal is False
     with torch.no_grad():
-        torch.testing.assert_close(eager(PROMPT, attention_mask=PROMPT_MASK).logits, ckpt.logits, rtol=0, atol=1e-5)
+        logits = eager(PROMPT, attention_mask=PROMPT_MASK, canvas_start=CANVAS_START).logits
+        torch.testing.assert_close(logits, ckpt.logits, rtol=0, atol=1e-5)
 
 
 def test_tokenizer_and_model_agree_on_special_tokens_after_save_load(checkpoints):

@@ -62,6 +62,38 @@ def test_loss_is_finite_and_decreases_and_eval_reports_the_elbo(tmp_path):
     assert after["eval_ppl_bound"] == pytest.approx(torch.tensor(after["eval_loss"]).exp().item())
 
 
+def test_causal_prefix_model_trains_on_two_stream_rows_and_learns_the_task(tmp_path):
+    """Block diffusion with a causal context (attention="causal_prefix"): the loss falls, the eval ELBO falls, and
+    the trained model answers in digits and ends with `grow` (prompt/completion rows, EOS fill cut after the EOS block)."""
+    model, tok = make_dlm(attention="causal_prefix", seed=2)
+    data = sort_task(600)
+    args = training_args(tmp_path, max_steps=150, max_length=24, block_length=4, learning_rate=3e-3,
+                         lr_scheduler_type="constant")
+    trainer = DiffusionTrainer(model=model, args=args, train_dataset=data, eval_dataset=data.select(range(32)),
+                               processing_class=tok)
+    before = trainer.evaluate()
+    trainer.train()
+    after = trainer.evaluate()
+    curve = losses(trainer)
+    assert sum(curve[-10:]) / 10 < 0.6 * sum(curve[:10]) / 10
+    assert after["eval_loss"] < 0.7 * before["eval_loss"]
+    prompts = [r["prompt"] for r in sort_task(16, seed=9)]
+    inputs = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    out = model.eval().diffusion_generate(**inputs, max_new_tokens=8, block_length=4, length_strategy="grow",
+                                          threshold=None, return_dict_in_generate=True)
+    assert out.finished.float().mean() >= 0.9
+    answers = tok.batch_decode(out.sequences[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert all(a and a.isdigit() for a in answers), answers  # the answer alphabet, then EOS
+
+
+def test_causal_prefix_rejects_block_rows_and_annealing(tmp_path):
+    model, tok = make_dlm(attention="causal_prefix")
+    for bad in (dict(block_rows=0.5), dict(anneal_steps=10)):
+        with pytest.raises(ValueError, match="causal_prefix"):
+            DiffusionTrainer(model=model, args=training_args(tmp_path, **bad), train_dataset=sort_task(8),
+                             processing_class=tok)
+
+
 def test_eval_loss_is_token_weighted_and_independent_of_the_eval_batch_size(tmp_path):
     model, tok = make_dlm()
     data = sort_task(24)
@@ -101,15 +133,16 @@ def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path)
     assert first[:, 0][:, causal].float().mean() > first[:, 0][:, ~causal].float().mean()
 
 
-@pytest.mark.parametrize("block_rows", [0.0, 0.5])
-def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_rows):
+@pytest.mark.parametrize(("block_rows", "attention"),
+                         [(0.0, "bidirectional"), (0.5, "bidirectional"), (0.0, "causal_prefix")])
+def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_rows, attention):
     """Batch 8 x 1 step, 2 x 4 and 4 x 2 accumulation: same masks (noise seeded per example), same loss (the
     normaliser counts the whole accumulated batch), hence the same SGD update. With block rows too: their choice
-    is seeded per example like the noise."""
+    is seeded per example like the noise; and with the two-stream rows of causal-prefix models."""
     data = sort_task(8)
     results = []
     for batch, accumulation in ((8, 1), (2, 4), (4, 2)):
-        model, tok = make_dlm(seed=1)
+        model, tok = make_dlm(seed=1, attention=attention)
         start = {k: v.clone() for k, v in model.named_parameters()}
         args = training_args(
             tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
