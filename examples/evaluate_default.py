@@ -2,11 +2,14 @@
 
     python examples/evaluate_default.py                       # every strategy, budget 256, writes runs/quality/
     python examples/evaluate_default.py --strategies predict --limit 10 --max-new-tokens 128
+    python examples/evaluate_default.py --strategies grow grow:threshold=0.7 grow:block_length=8,threshold=0.5
 
 For every held-out prompt (examples/prompts/heldout.txt, never seen in training) the script runs, back to back so
 that both see the same machine load: SmolLM2-135M-Instruct's greedy `generate` (the AR baseline) and the diffusion
 model's `diffusion_generate` with each length strategy (greedy, threshold and block length from the adapter's
-generation_config.json unless given). Then, with hf_dlm.evaluation:
+generation_config.json unless given). A strategy may carry its own settings, `name:key=value,...` (any
+`diffusion_generate` setting), so decoder variants are compared in one run against the same AR answers. Then,
+with hf_dlm.evaluation:
 
 - generative perplexity of every answer under SmolLM2 itself in float32, conditioned on the prompt (EOS scored);
 - distinct-1/2 over all answers, per-answer distinct-4, share of degenerate (looping) answers;
@@ -37,7 +40,8 @@ HELDOUT = ROOT / "examples" / "prompts" / "heldout.txt"
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategies", nargs="+", default=["predict", "grow", "fixed"])
+    parser.add_argument("--strategies", nargs="+", default=["predict", "grow", "fixed"],
+                        help="length strategies, each optionally with settings: grow:threshold=0.7,block_length=8")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--block-length", type=int, default=None)
     parser.add_argument("--threshold", type=float, default=None)
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
     for i, prompt in enumerate(prompts, 1):
         answers["autoregressive"] += answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens)
         for strategy in args.strategies:
-            answers[strategy] += answer_diffusion(model, tokenizer, [prompt], length_strategy=strategy, **settings)
+            answers[strategy] += answer_diffusion(model, tokenizer, [prompt], **settings | parse_variant(strategy))
         line = "  ".join(f"{k} {len(v[-1].tokens)}t/{v[-1].nfe}f/{v[-1].seconds:.1f}s" for k, v in answers.items())
         print(f"[{i}/{len(prompts)} {time.time() - started:.0f}s] {line}", flush=True)
 
@@ -96,6 +100,18 @@ def main(argv=None) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_samples_page(args.samples_page, prompts, answers, results["summary"])
     print(f"-> {args.out / 'results.json'}, {args.samples_page}")
+
+
+def parse_variant(variant: str) -> dict:
+    """"grow:threshold=0.7,block_length=8" -> {"length_strategy": "grow", "threshold": 0.7, "block_length": 8}."""
+    strategy, _, rest = variant.partition(":")
+    settings = {"length_strategy": strategy}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--strategies {variant!r}: settings are key=value pairs separated by commas")
+        settings[key] = None if value == "None" else json.loads(value) if value[0].isdigit() or value[0] == "-" else value
+    return settings
 
 
 def write_samples_page(path: Path, prompts, answers, summary) -> None:
