@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_dlm import DiffusionLMConfig
@@ -31,6 +32,9 @@ from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 # Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
 REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
+# transformers 5.24 renamed `past_key_values` to `cache` in forward signatures and model outputs (the old name
+# still works there, with a deprecation warning). The backbone is called and read with the name its release uses.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 @dataclass
@@ -38,8 +42,13 @@ class DiffusionLMOutput(ModelOutput):
     """`logits[:, i]` scores the token at position i (already shifted when `config.shift_logits`)."""
 
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+    @property
+    def past_key_values(self) -> Cache | None:
+        """The cache under its pre-5.24 transformers name."""
+        return self.cache
 
 
 def position_ids_from_attention_mask(attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:
@@ -165,13 +174,19 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
         canvas_start: int | torch.Tensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
         """Denoiser forward. `attention_mask` is a 2D padding mask over cached + current tokens (1 = real token)
         or a 4D mask [B, 1, Q, K] (bool: True = may attend; float: added to the attention scores).
         `logits_to_keep=n` returns aligned logits for the last n positions only (the LM head is the costly part for
         short canvases behind long prompts). `canvas_start` (int or [B], an index over cached + current positions):
-        where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask."""
+        where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask.
+        `cache` is `past_key_values` under its transformers >= 5.24 name; give one of the two."""
+        if cache is not None:
+            if past_key_values is not None:
+                raise ValueError("Give the KV cache as `cache=` or as `past_key_values=`, not both.")
+            past_key_values = cache
         check_attention_implementation(self.backbone.config._attn_implementation)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if getattr(self.config, "attention", "bidirectional") == "causal_prefix" and (
@@ -205,11 +220,11 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             logits_to_keep=backbone_keep,
+            **{CACHE_NAME: past_key_values},
             **kwargs,
         )
         logits = out.logits
@@ -220,7 +235,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 logits = logits[:, :-1]
         return DiffusionLMOutput(
             logits=logits,
-            past_key_values=out.past_key_values if use_cache else None,
+            cache=getattr(out, CACHE_NAME) if use_cache else None,
             hidden_states=out.hidden_states,
         )
 

@@ -15,6 +15,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hf_dlm import DiffusionLM
 from hf_dlm.configuration_dlm import DiffusionLMConfig
+from hf_dlm.modeling_dlm import CACHE_NAME
 from hf_dlm.tiny import tiny_config
 
 VOCAB = 40
@@ -44,7 +45,8 @@ class OracleBackbone(nn.Module):
         return None
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values=None, use_cache=False,
-                logits_to_keep=0, **kwargs):
+                logits_to_keep=0, cache=None, **kwargs):
+        past_key_values = cache if cache is not None else past_key_values  # transformers >= 5.24 names it `cache`
         self.calls += 1
         seen = input_ids
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
@@ -68,7 +70,7 @@ class OracleBackbone(nn.Module):
                     if bool((real[prompt_len:] == MASK).all()):
                         logits[b, j, EOS] = self.eos_logit
         keep = logits_to_keep if logits_to_keep else q
-        return CausalLMOutputWithPast(logits=logits[:, -keep:], past_key_values=past_key_values)
+        return CausalLMOutputWithPast(logits=logits[:, -keep:], **{CACHE_NAME: past_key_values})
 
     def _prompt_len(self, real: torch.Tensor) -> int:
         """Prompts are written with tokens < 10 only (ids 4..9), answers with ids >= 10, masks are 3."""

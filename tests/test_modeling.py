@@ -126,6 +126,18 @@ def test_cached_block_equals_full_forward_where_the_prefix_cannot_see_the_block(
 
 
 @torch.no_grad()
+def test_cache_is_accepted_under_both_transformers_names():
+    """transformers 5.24 renamed `past_key_values` to `cache`: both names give the same forward, never both."""
+    model, _ = make_dlm("gpt2", "sdpa")
+    old = model(IDS[:, 6:], past_key_values=model(IDS[:, :6], use_cache=True).past_key_values, use_cache=True)
+    new = model(IDS[:, 6:], cache=model(IDS[:, :6], use_cache=True).cache, use_cache=True)
+    torch.testing.assert_close(old.logits, new.logits, rtol=0, atol=0)
+    assert new.cache.get_seq_length() == IDS.shape[1]
+    with pytest.raises(ValueError, match="not both"):
+        model(IDS[:, 6:], cache=new.cache, past_key_values=old.cache)
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("attn_implementation", KERNELS)
 def test_cache_with_left_padding_takes_a_2d_mask_over_past_and_current_tokens(attn_implementation):
     model, tok = make_dlm("llama", attn_implementation)
