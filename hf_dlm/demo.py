@@ -47,7 +47,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, default=S, help="denoising steps for the whole budget (LLaDA schedule)")
     group.add_argument("--threshold", type=_optional_float, default=S,
                        help="commit every mask whose probability reaches this (Fast-dLLM); 'none' disables")
-    group.add_argument("--unmasking", choices=UNMASKING_RULES, default=S)
+    group.add_argument("--unmasking", choices=UNMASKING_RULES, default=S,
+                       help="which masks to commit first (left_to_right: only extend the decided prefix)")
+    group.add_argument("--defer-repeats", dest="defer_repeats", action=argparse.BooleanOptionalAction, default=S,
+                       help="do not commit a token equal to its left neighbour's in the same step")
+    group.add_argument("--repetition-penalty", dest="repetition_penalty", type=float, default=S,
+                       help="CTRL penalty on tokens already decided (EOS exempt); 1.0 disables")
     group.add_argument("--temperature", type=float, default=S, help="0 = greedy")
     group.add_argument("--top-p", dest="top_p", type=float, default=S)
     group.add_argument("--top-k", dest="top_k", type=int, default=S)
@@ -58,8 +63,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
-    fields = ("max_new_tokens", "length_strategy", "block_length", "steps", "threshold", "unmasking", "temperature",
-              "top_p", "top_k", "seed", "predict_threshold", "length_margin", "use_cache")
+    fields = ("max_new_tokens", "length_strategy", "block_length", "steps", "threshold", "unmasking", "defer_repeats",
+              "repetition_penalty", "temperature", "top_p", "top_k", "seed", "predict_threshold", "length_margin", "use_cache")
     return {name: getattr(args, name) for name in fields if hasattr(args, name)}
 
 

@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 LENGTH_STRATEGIES = ("fixed", "grow", "predict")
-UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random")
+UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
 
 
 class DiffusionGenerationConfig(GenerationConfig):
@@ -69,7 +69,23 @@ class DiffusionGenerationConfig(GenerationConfig):
         unmasking (`str`, defaults to `"low_confidence"`):
             How masks are ranked when the schedule (or the at-least-one rule) picks which to commit:
             `"low_confidence"` (probability of the chosen token; LLaDA), `"margin"` (top-1 minus top-2
-            probability), `"entropy"` (lowest entropy first; Dream), `"random"` (uniform, LLaDA's `random`).
+            probability), `"entropy"` (lowest entropy first; Dream), `"random"` (uniform, LLaDA's `random`), or
+            `"left_to_right"`: the leftmost masks first, and a mask is never committed while one to its left in the
+            block stays masked, so threshold commits only extend the decided prefix. With a model that is not yet
+            confident beyond the next token this keeps a later position from being filled before the text that
+            leads to it (the root of doubled words such as "a force that that opposes").
+        defer_repeats (`bool`, defaults to `False`):
+            Do not commit, in one step, a token equal to the token its left neighbour commits in the same step; it
+            stays masked and is predicted again next step, seeing that neighbour. Parallel decoding chooses
+            positions independently, so two adjacent masks that both expect the same word both get it ("the water
+            cycle cycle"): the token-repetition failure of non-autoregressive decoding (Gu et al. 2018, "Non-
+            Autoregressive Neural Machine Translation"). Deferring, not banning: a real repeat still comes out, one
+            step later.
+        repetition_penalty (`float`, defaults to 1.0):
+            CTRL's penalty (Keskar et al. 2019, the same rule as transformers' `RepetitionPenaltyLogitsProcessor`):
+            the logit of every token already decided in the row (real prompt tokens and committed answer tokens;
+            masks and padding do not count) is divided by it when positive and multiplied by it when negative,
+            before tokens are chosen and confidences computed. 1.0 disables; > 1 discourages loops.
         temperature (`float`, defaults to 0.0):
             0 decodes greedily (argmax); > 0 samples from softmax(logits / temperature).
         top_k (`int`, *optional*) / top_p (`float`, *optional*):
@@ -102,6 +118,8 @@ class DiffusionGenerationConfig(GenerationConfig):
         self.steps: int | None = kwargs.pop("steps", None)
         self.threshold: float | None = kwargs.pop("threshold", 0.9)
         self.unmasking: str = kwargs.pop("unmasking", "low_confidence")
+        self.defer_repeats: bool = kwargs.pop("defer_repeats", False)
+        self.repetition_penalty: float = kwargs.pop("repetition_penalty", 1.0)
         self.temperature: float = kwargs.pop("temperature", 0.0)
         self.top_k: int | None = kwargs.pop("top_k", None)
         self.top_p: float | None = kwargs.pop("top_p", None)
@@ -170,6 +188,17 @@ class DiffusionGenerationConfig(GenerationConfig):
             raise ValueError(f"`length_strategy` must be one of {LENGTH_STRATEGIES}, got {self.length_strategy!r}.")
         if self.unmasking not in UNMASKING_RULES:
             raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {self.unmasking!r}.")
+        if not isinstance(self.defer_repeats, bool):
+            raise ValueError(f"`defer_repeats` must be True or False, got {self.defer_repeats!r}.")
+        if (
+            isinstance(self.repetition_penalty, bool)
+            or not isinstance(self.repetition_penalty, int | float)
+            or not self.repetition_penalty > 0
+        ):
+            raise ValueError(
+                f"`repetition_penalty` must be a number > 0 (1.0 disables, > 1 discourages repeats), "
+                f"got {self.repetition_penalty!r}."
+            )
         if self.threshold is not None and not (0.0 < self.threshold <= 1.0):
             raise ValueError(
                 f"`threshold` must be in (0, 1] (commit masks whose token probability reaches it) or None, "
@@ -374,6 +403,21 @@ def first_true(flags: torch.Tensor, default: int | torch.Tensor) -> torch.LongTe
     return torch.where(flags.any(-1), flags.float().argmax(-1), default)
 
 
+def apply_repetition_penalty(
+    logits: torch.Tensor, ids: torch.Tensor, decided: torch.Tensor, penalty: float, exempt: torch.Tensor
+) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019) on `logits` [rows, q, vocab]: every token that occurs in
+    `ids` [rows, n] where `decided` is True gets its logit divided by `penalty` if positive, multiplied if negative.
+    Tokens in `exempt` (the EOS ids) are left alone: the chat template puts EOS in every prompt, and a penalty on it
+    would argue against ending, which a variable-length decoder must not do."""
+    counts = torch.zeros(ids.shape[0], logits.shape[-1], dtype=torch.long, device=logits.device)
+    counts.scatter_add_(1, ids, decided.long())
+    seen = counts > 0
+    seen[:, exempt] = False
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen[:, None, :], penalised, logits)
+
+
 class _Decoder:
     """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only."""
 
@@ -494,6 +538,8 @@ class _Decoder:
             score = top2[..., 0] - top2[..., 1]
         elif config.unmasking == "entropy":
             score = (probs * probs.clamp_min(1e-12).log()).sum(-1)  # negative entropy: higher = surer
+        elif config.unmasking == "left_to_right":
+            score = -torch.arange(x0.shape[-1], device=x0.device, dtype=probs.dtype).expand(x0.shape)
         else:
             score = torch.rand(x0.shape, generator=self.generator, device=x0.device)
         return x0, p_x0, score
@@ -505,6 +551,14 @@ class _Decoder:
         # The window may end inside the block: past every active row's canvas (a `predict` bound).
         block_end = min(block_start + self.block_length, window_start + logits.shape[1])
         block_logits = logits[:, block_start - window_start : block_end - window_start]
+        if self.config.repetition_penalty != 1.0:
+            # Decided: the real prompt tokens, earlier blocks, and what this block has committed so far.
+            decided = torch.cat(
+                [self.prompt_mask[rows].bool(), self.seq[rows, self.prompt_length : block_end] != self.mask_id], dim=1
+            )
+            block_logits = apply_repetition_penalty(
+                block_logits, self.seq[rows, :block_end], decided, self.config.repetition_penalty, self.eos_ids
+            )
         x0, p_x0, score = self._sample(block_logits)
         current = self.seq[rows, block_start:block_end]
         is_mask = current == self.mask_id
@@ -531,6 +585,13 @@ class _Decoder:
         commit = is_mask & (rank < minimum[:, None])
         if self.config.threshold is not None:
             commit |= is_mask & (p_x0 >= self.config.threshold)
+        if self.config.defer_repeats:
+            # A row's first commit never has a committing left neighbour, so every row still commits something.
+            repeat = commit[:, 1:] & commit[:, :-1] & (x0[:, 1:] == x0[:, :-1])
+            commit[:, 1:] &= ~repeat
+        if self.config.unmasking == "left_to_right":
+            # Only the decided prefix grows: drop commits that lie right of a mask staying masked.
+            commit &= (is_mask & ~commit).long().cumsum(-1) == 0
         self.seq[rows, block_start:block_end] = torch.where(commit, x0, current)
 
     # ----------------------------------------------------------------- lengths

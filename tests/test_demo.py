@@ -1,5 +1,6 @@
 """`hf-dlm generate` and `hf-dlm demo` on a tiny saved checkpoint; the embedded default behind @slow."""
 
+import argparse
 import functools
 import io
 import json
@@ -9,7 +10,7 @@ import torch
 
 from hf_dlm import default_model, demo
 from hf_dlm.cli import main as cli_main
-from hf_dlm.generation_dlm import DiffusionStep
+from hf_dlm.generation_dlm import DiffusionGenerationConfig, DiffusionStep
 from tests.conftest import make_dlm
 
 
@@ -45,6 +46,19 @@ def test_decoding_flags_reach_the_decoder(checkpoint, capsys):
     out = run_generate(capsys, "--model", checkpoint, "ab", "--json", "--strategy", "fixed", "--threshold", "none",
                        "--max-new-tokens", "12", "--block-length", "4")
     assert json_lines(out.out)[0]["nfe"] == 12
+
+
+def test_every_decoding_setting_has_a_flag():
+    """A field added to DiffusionGenerationConfig without a flag would be unreachable from the CLI."""
+    parser = argparse.ArgumentParser()
+    demo.add_decoding_arguments(parser)
+    flags = {action.dest for action in parser._actions}
+    not_flags = {"output_history", "return_dict_in_generate", "mask_token_id", "pad_token_id", "eos_token_id",
+                 "bos_token_id", "transformers_version"}
+    fields = set(DiffusionGenerationConfig().to_dict_own()) - not_flags
+    assert fields <= flags, f"no flag for {sorted(fields - flags)}"
+    args = parser.parse_args(["--repetition-penalty", "1.2", "--no-defer-repeats", "--no-cache"])
+    assert demo.decoding_settings(args) == {"repetition_penalty": 1.2, "defer_repeats": False, "use_cache": False}
 
 
 def test_prompts_come_from_a_file_and_from_stdin(checkpoint, capsys, monkeypatch, tmp_path):

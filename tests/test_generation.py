@@ -6,8 +6,10 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
 from hf_dlm import DiffusionGenerateOutput, DiffusionGenerationConfig
+from hf_dlm.generation_dlm import apply_repetition_penalty
 from tests.conftest import make_dlm
 from tests.oracle import EOS, MASK, PAD, batch, oracle_model
 
@@ -65,6 +67,96 @@ def test_one_token_per_step_costs_length_plus_one_forwards_for_variable_strategi
     assert decode(model, [[4]], length_strategy="grow", **kwargs).nfe == 11
     assert decode(model, [[4]], length_strategy="predict", **kwargs).nfe == 11
     assert decode(model, [[4]], length_strategy="fixed", **kwargs).nfe == 32
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_defer_repeats_delays_a_real_repeat_without_changing_it(use_cache):
+    """All mass on 11 11 11 11 11 EOS: threshold decoding commits the block in one forward. defer_repeats keeps
+    every 11 whose left neighbour commits 11 in the same step masked: step 1 commits position 0 and the EOS at 5
+    (its neighbour is an 11), then one 11 per step. The answer is unchanged; it costs 5 forwards instead of 1."""
+    model = oracle_model({4: [11] * 5})
+    kwargs = dict(max_new_tokens=16, block_length=8, length_strategy="grow", threshold=0.9, use_cache=use_cache)
+    plain = decode(model, [[4, 5]], **kwargs)
+    deferred = decode(model, [[4, 5]], defer_repeats=True, **kwargs)
+    assert answers_of(plain, 2) == answers_of(deferred, 2) == [[11] * 5]
+    assert (plain.nfe, deferred.nfe) == (1, 5)
+    assert deferred.finished.item()
+
+
+def test_left_to_right_only_extends_the_decided_prefix():
+    """The oracle is sure of every position. With defer_repeats alone, step 1 commits position 0 and the EOS at 5;
+    left_to_right may not commit the EOS while the 11s before it wait, so the decided prefix grows 1, 2, 3, 4 and
+    then the last 11 and the EOS together."""
+    model = oracle_model({4: [11] * 5})
+    out = decode(model, [[4, 5]], max_new_tokens=16, block_length=8, length_strategy="grow", threshold=0.9,
+                 unmasking="left_to_right", defer_repeats=True, output_history=True)
+    assert answers_of(out, 2) == [[11] * 5] and out.nfe == 5
+    decided = [int(((canvas[0, 2:] != MASK) & (canvas[0, 2:] != PAD)).sum()) for canvas in out.history]
+    assert decided == [1, 2, 3, 4, 6]
+
+
+def _decided_after_a_mask(history, width, mask_id):
+    """Steps where some canvas position is decided while a position to its left is still masked."""
+    bad = 0
+    for canvas in history:
+        is_mask = canvas[:, width:] == mask_id
+        bad += int(((is_mask.long().cumsum(-1) > 0) & ~is_mask).any())
+    return bad
+
+
+def test_left_to_right_never_decides_past_a_mask_on_a_random_model():
+    """Property check on a random tiny model: with left_to_right, at every step the decided part of the canvas is
+    a prefix, even with a threshold low enough to commit several masks per step (`random` order shows that the
+    check can fail). `fixed` so that the whole budget is canvas (no pad beyond it)."""
+    model, tok = make_dlm("llama", seed=3)
+    ids = torch.randint(4, 40, (2, 5), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=24, block_length=8, length_strategy="fixed", threshold=0.025,
+                  return_dict_in_generate=True, output_history=True)
+    mask_id = model.config.mask_token_id
+    ordered = model.diffusion_generate(ids, **kwargs, unmasking="left_to_right")
+    anyhow = model.diffusion_generate(ids, **kwargs, unmasking="random", seed=0)
+    assert _decided_after_a_mask(ordered.history, 5, mask_id) == 0
+    assert _decided_after_a_mask(anyhow.history, 5, mask_id) > 0  # the check can fail
+    assert not (ordered.sequences == mask_id).any()
+    assert 3 < ordered.nfe < 24  # some steps committed several masks (3: the whole block at once)
+
+
+def test_repetition_penalty_is_ctrls_rule_over_decided_tokens_except_eos():
+    """Same numbers as transformers' RepetitionPenaltyLogitsProcessor given only the decided tokens, with the
+    EOS column left alone."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 50, generator=g)
+    ids = torch.randint(0, 50, (2, 12), generator=g)
+    decided = torch.rand(2, 12, generator=g) > 0.3
+    decided[0, 0] = True
+    eos = ids[0, :1]  # a decided token
+    ours = apply_repetition_penalty(logits, ids, decided, 1.3, eos)
+    assert torch.equal(ours[..., eos], logits[..., eos])
+    others = torch.ones(50, dtype=torch.bool)
+    others[eos] = False
+    for row in range(2):
+        for j in range(3):
+            theirs = RepetitionPenaltyLogitsProcessor(1.3)(ids[row][decided[row]][None], logits[row, j][None].clone())
+            torch.testing.assert_close(ours[row, j, others], theirs[0, others], rtol=0, atol=0)
+    assert not torch.equal(ours, logits)
+
+
+def test_repetition_penalty_keeps_decided_tokens_out_of_a_random_models_answer():
+    """A penalty of 1e9 sends a decided token's positive logit to ~0 and its negative logit to -inf: the greedy
+    answer then never reuses a prompt or answer token while some unseen token has a positive logit (always, on this
+    model). Without it the same model repeats, so the check can fail."""
+    model, tok = make_dlm("llama", seed=3)
+    ids = torch.randint(4, 40, (1, 5), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=24, block_length=4, length_strategy="fixed", threshold=None,
+                  unmasking="left_to_right")
+    eos = set(model.config.eos_token_ids)
+
+    def reused(sequence):
+        tokens = [t for t in sequence[0].tolist() if t not in eos and t != tok.pad_token_id]
+        return len(tokens) - len(set(tokens))
+
+    assert reused(model.diffusion_generate(ids, **kwargs)) > 0
+    assert reused(model.diffusion_generate(ids, repetition_penalty=1e9, **kwargs)) == 0
 
 
 def test_fixed_fills_the_tail_with_eos_and_the_output_shows_pad_after_the_first_eos():
@@ -196,7 +288,9 @@ def test_generate_is_diffusion_generate(dlm):
     extra=st.integers(0, 3),
     threshold=st.sampled_from([None, 0.05, 0.5, 1.0]),
     steps_per_block=st.sampled_from([None, 1, 2]),
-    unmasking=st.sampled_from(["low_confidence", "margin", "entropy", "random"]),
+    unmasking=st.sampled_from(["low_confidence", "margin", "entropy", "random", "left_to_right"]),
+    defer_repeats=st.booleans(),
+    repetition_penalty=st.sampled_from([1.0, 1.3]),
     temperature=st.sampled_from([0.0, 0.7]),
     use_cache=st.booleans(),
     prompt_lengths=st.lists(st.integers(1, 6), min_size=1, max_size=3),
@@ -204,9 +298,10 @@ def test_generate_is_diffusion_generate(dlm):
 # Found by CI: one-token prompts leave the cache empty (only the prompt's last token, the anchor, is uncached);
 # a row finishing then must still shrink the cache's batch.
 @example(seed=0, model_type="gpt2", strategy="grow", block_length=3, blocks=1, extra=1, threshold=None,
-         steps_per_block=None, unmasking="random", temperature=0.7, use_cache=True, prompt_lengths=[1, 1])
+         steps_per_block=None, unmasking="random", defer_repeats=False, repetition_penalty=1.0, temperature=0.7,
+         use_cache=True, prompt_lengths=[1, 1])
 def test_decoding_invariants(seed, model_type, strategy, block_length, blocks, extra, threshold, steps_per_block,
-                             unmasking, temperature, use_cache, prompt_lengths):
+                             unmasking, defer_repeats, repetition_penalty, temperature, use_cache, prompt_lengths):
     model, tok = _cached_model(model_type, seed)
     budget = block_length * blocks + min(extra, block_length - 1)  # last block may be partial
     num_blocks = math.ceil(budget / block_length)
@@ -217,7 +312,9 @@ def test_decoding_invariants(seed, model_type, strategy, block_length, blocks, e
     prompts = [torch.randint(4, 40, (n,), generator=g).tolist() for n in prompt_lengths]
     ids, mask = _left_pad(prompts, tok.pad_token_id)
     kwargs = dict(max_new_tokens=budget, block_length=block_length, length_strategy=strategy, threshold=threshold,
-                  steps=steps, unmasking=unmasking, temperature=temperature, top_k=20 if temperature else None,
+                  steps=steps, unmasking=unmasking, defer_repeats=defer_repeats,
+                  repetition_penalty=repetition_penalty, temperature=temperature,
+                  top_k=20 if temperature else None,
                   use_cache=use_cache, seed=seed, return_dict_in_generate=True)
     out = model.diffusion_generate(ids, mask, **kwargs)
     width = ids.shape[1]
@@ -268,6 +365,9 @@ def _left_pad(prompts, pad):
     (dict(max_new_tokens=16, block_length=4, steps=6), "multiple"),
     (dict(max_new_tokens=8, block_length=8, steps=9), "more than"),
     (dict(unmasking="best"), "unmasking"),
+    (dict(defer_repeats="yes"), "defer_repeats"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(repetition_penalty="1.2"), "repetition_penalty"),
     (dict(temperature=-1.0), "temperature"),
     (dict(top_p=0.0), "top_p"),
     (dict(no_such_setting=1), "unknown"),
