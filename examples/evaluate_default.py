@@ -3,12 +3,15 @@
     python examples/evaluate_default.py                       # every strategy, budget 256, writes runs/quality/
     python examples/evaluate_default.py --strategies predict --limit 10 --max-new-tokens 128
     python examples/evaluate_default.py --strategies grow grow:threshold=0.7 grow:block_length=8,threshold=0.5
+    python examples/evaluate_default.py --strategies grow grow:repetition_penalty=1.2 \
+        autoregressive:repetition_penalty=1.2      # an AR variant: `generate` with these settings
 
 For every held-out prompt (examples/prompts/heldout.txt, never seen in training) the script runs, back to back so
 that both see the same machine load: SmolLM2-135M-Instruct's greedy `generate` (the AR baseline) and the diffusion
 model's `diffusion_generate` with each length strategy (greedy, threshold and block length from the adapter's
 generation_config.json unless given). A strategy may carry its own settings, `name:key=value,...` (any
-`diffusion_generate` setting), so decoder variants are compared in one run against the same AR answers. Then,
+`diffusion_generate` setting), so decoder variants are compared in one run against the same AR answers;
+`autoregressive:key=value,...` adds an AR variant (`generate` settings; speed ratios stay against plain AR). Then,
 with hf_dlm.evaluation:
 
 - generative perplexity of every answer under SmolLM2 itself in float32, conditioned on the prompt (EOS scored);
@@ -70,7 +73,13 @@ def main(argv=None) -> None:
     for i, prompt in enumerate(prompts, 1):
         answers["autoregressive"] += answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens)
         for strategy in args.strategies:
-            answers[strategy] += answer_diffusion(model, tokenizer, [prompt], **settings | parse_variant(strategy))
+            variant = parse_variant(strategy)
+            if variant["length_strategy"] == "autoregressive":  # an AR variant: `generate` with these settings
+                del variant["length_strategy"]
+                answers[strategy] += answer_autoregressive(ar_model, tokenizer, [prompt],
+                                                           max_new_tokens=args.max_new_tokens, **variant)
+            else:
+                answers[strategy] += answer_diffusion(model, tokenizer, [prompt], **settings | variant)
         line = "  ".join(f"{k} {len(v[-1].tokens)}t/{v[-1].nfe}f/{v[-1].seconds:.1f}s" for k, v in answers.items())
         print(f"[{i}/{len(prompts)} {time.time() - started:.0f}s] {line}", flush=True)
 
@@ -110,7 +119,8 @@ def parse_variant(variant: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--strategies {variant!r}: settings are key=value pairs separated by commas")
-        settings[key] = None if value == "None" else json.loads(value) if value[0].isdigit() or value[0] == "-" else value
+        numeric = value[:1].isdigit() or value[:1] == "-" or value in ("true", "false")
+        settings[key] = None if value == "None" else json.loads(value) if numeric else value
     return settings
 
 
