@@ -92,7 +92,7 @@ def load_default(
     with status("Warming up (first forward pass)"):
         with torch.no_grad():
             warm = tokenizer("Hello", return_tensors="pt").input_ids.to(model.device)
-            model(input_ids=warm)
+            model(input_ids=warm, canvas_start=warm.shape[1])  # a prompt-only pass: all of it is context
             if ar_model is not None:
                 ar_model(input_ids=warm)
     return (model, ar_model) if autoregressive else model
