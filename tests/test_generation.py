@@ -234,13 +234,14 @@ def test_callback_sees_every_step():
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("use_cache", [False, True])
-def test_row_alone_equals_row_in_left_padded_batch(model_type, strategy, use_cache):
+@pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])  # per row: no row penalises another's tokens
+def test_row_alone_equals_row_in_left_padded_batch(model_type, strategy, use_cache, repetition_penalty):
     model, tok = make_dlm(model_type, attn_implementation="eager")
     tok.padding_side = "left"
     texts = ["sort: 3 1 2 =", "ab", "reverse: hello world ="]
     enc = tok(texts, return_tensors="pt", padding=True)
     kwargs = dict(max_new_tokens=16, block_length=4, length_strategy=strategy, use_cache=use_cache, threshold=0.5,
-                  return_dict_in_generate=True)
+                  repetition_penalty=repetition_penalty, return_dict_in_generate=True)
     together = model.diffusion_generate(enc.input_ids, enc.attention_mask, **kwargs)
     width = enc.input_ids.shape[1]
     for i, text in enumerate(texts):
