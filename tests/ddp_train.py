@@ -54,6 +54,11 @@ def main(output_dir: str) -> None:
         json.dump({"losses": losses, "world_size": world_size, "checksum": checksum}, f)
     if rank == 0:
         torch.save(weights, os.path.join(output_dir, "weights.pt"))
+    if torch.distributed.is_initialized():
+        # Leaving gloo's threads to die with the interpreter sometimes aborts a rank at exit ("terminate called
+        # without an active exception", seen in CI after training had finished): shut the group down first.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
