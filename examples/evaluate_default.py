@@ -119,8 +119,8 @@ def parse_variant(variant: str) -> dict:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--strategies {variant!r}: settings are key=value pairs separated by commas")
-        numeric = value[:1].isdigit() or value[:1] == "-" or value in ("true", "false")
-        settings[key] = None if value == "None" else json.loads(value) if numeric else value
+        is_json = value[:1].isdigit() or value[:1] == "-" or value in ("true", "false")  # else a bare string
+        settings[key] = None if value == "None" else json.loads(value) if is_json else value
     return settings
 
 

@@ -19,7 +19,7 @@ import time
 import torch
 
 from .evaluation import Answer, answer_autoregressive, answer_diffusion
-from .generation_dlm import LENGTH_STRATEGIES, UNMASKING_RULES
+from .generation_dlm import LENGTH_STRATEGIES, UNMASKING_RULES, DiffusionGenerationConfig
 
 DEMO_PROMPTS = (  # from the held-out set (examples/prompts/heldout.txt): the adapter never trained on them
     "Explain the water cycle in simple terms.",
@@ -63,9 +63,9 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
-    fields = ("max_new_tokens", "length_strategy", "block_length", "steps", "threshold", "unmasking", "defer_repeats",
-              "repetition_penalty", "temperature", "top_p", "top_k", "seed", "predict_threshold", "length_margin", "use_cache")
-    return {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    """The decoding flags the user gave (unset ones are absent: `default=SUPPRESS`), by config field name."""
+    fields = DiffusionGenerationConfig().to_dict_own()
+    return {name: value for name, value in vars(args).items() if name in fields}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -85,7 +85,9 @@ class DiffusionGenerationConfig(GenerationConfig):
             CTRL's penalty (Keskar et al. 2019, the same rule as transformers' `RepetitionPenaltyLogitsProcessor`):
             the logit of every token already decided in the row (real prompt tokens and committed answer tokens;
             masks and padding do not count) is divided by it when positive and multiplied by it when negative,
-            before tokens are chosen and confidences computed. 1.0 disables; > 1 discourages loops.
+            before tokens are chosen and confidences computed. EOS is exempt (unlike transformers): the chat template
+            puts it in every prompt, and penalising it would argue against ending. 1.0 disables; > 1 discourages
+            loops.
         temperature (`float`, defaults to 0.0):
             0 decodes greedily (argmax); > 0 samples from softmax(logits / temperature).
         top_k (`int`, *optional*) / top_p (`float`, *optional*):
