@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from hf_dlm.default_model import preferred_dtype
 
@@ -92,6 +93,22 @@ def select_training_answers(work: Path) -> None:
     print(f"{len(records)} answers, {len(kept)} ended without looping, {len(unique)} unique -> {work / 'train.jsonl'}")
 
 
+class TimeCap(TrainerCallback):
+    """Ends training after the step that crosses `minutes` (a CPU session has a hard end)."""
+
+    def __init__(self, minutes: float):
+        self.minutes, self.started = minutes, time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() - self.started > self.minutes * 60:
+            print(f"time cap of {self.minutes} min reached at step {state.global_step}; stopping", flush=True)
+            control.should_training_stop = True
+        return control
+
+
 def train(args) -> None:
     """Stage 2: LoRA (all linear layers, r=16) + the mask token's row, DiffusionTrainer on train.jsonl with EOS fill."""
     work, asset = args.work_dir, args.asset_dir
@@ -144,6 +161,8 @@ def train(args) -> None:
     peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear")
     trainer = DiffusionTrainer(model=model, args=training_args, train_dataset=dataset,
                                processing_class=model.tokenizer, peft_config=peft_config)
+    if args.train_minutes:
+        trainer.add_callback(TimeCap(args.train_minutes))
     started = time.time()
     result = trainer.train()
     minutes = (time.time() - started) / 60
@@ -196,6 +215,9 @@ def main(argv=None) -> None:
     training.add_argument("--epochs", type=float, default=10.0)
     training.add_argument("--max-steps", type=int, default=240, help="stop after this many optimizer steps (-1: epochs)")
     training.add_argument("--warmup-steps", type=int, default=10)
+    training.add_argument("--train-minutes", type=float, default=None,
+                          help="time cap of the train stage: stop after the step in progress (the adapter is still "
+                               "written; the cosine schedule is cut where it stands, so set --max-steps to fit)")
     training.add_argument("--max-examples", type=int, default=None)
     training.add_argument("--attention", choices=["causal_prefix", "bidirectional"], default="causal_prefix",
                           help="causal_prefix: block diffusion with a causal context (shipped); bidirectional: DiffuLLaMA")

@@ -134,7 +134,12 @@ def write_samples_page(path: Path, prompts, answers, summary) -> None:
         lines += [f"## {i + 1}. {prompt}", ""]
         for name in names:
             a = answers[name][i]
-            label = "autoregressive (SmolLM2 `generate`)" if name == "autoregressive" else f"diffusion, `{name}`"
+            if name == "autoregressive":
+                label = "autoregressive (SmolLM2 `generate`)"
+            elif name.startswith("autoregressive:"):
+                label = f"autoregressive (SmolLM2 `generate`), `{name.partition(':')[2]}`"
+            else:
+                label = f"diffusion, `{name}`"
             text = a.text.strip().replace("\n", "\n> ") or "*(empty)*"
             lines += [f"**{label}**: {len(a.tokens)} tokens / {a.nfe} forwards / {a.seconds:.2f} s"
                       f"{'' if a.ended else ' (budget)'}", "", f"> {text}", ""]
