@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hf_dlm import DiffusionLM
+from hf_dlm.modeling_dlm import FewRowsHead
 from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
 from tests.conftest import BACKBONES, KERNELS, make_dlm
 
@@ -175,3 +176,35 @@ def test_hidden_states_and_inputs_embeds_pass_through():
     embeds = model.get_input_embeddings()(IDS)
     torch.testing.assert_close(model(inputs_embeds=embeds).logits, out.logits, rtol=0, atol=1e-6)
     assert out.past_key_values is None  # use_cache defaults to False: training never pays for a cache
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 576), (5, 576), (1, 5, 576), (2, 3, 576), (16, 576), (2, 9, 576)])
+def test_few_rows_head_computes_the_linear_product(shape, bias):
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(576, 300, bias=bias)
+    head = copy.deepcopy(plain)
+    head.__class__ = FewRowsHead
+    x = torch.randn(shape)
+    with torch.no_grad():
+        out = head(x)
+        assert out.shape == (*shape[:-1], 300) and out.is_contiguous()
+        torch.testing.assert_close(out, plain(x), rtol=1e-5, atol=1e-5)
+    grad_out = head(x)  # with autograd it is nn.Linear itself
+    torch.testing.assert_close(grad_out, plain(x), rtol=0, atol=0)
+
+
+def test_inference_forward_gives_the_head_the_few_rows_product_and_keeps_weights_and_tie():
+    model, _ = make_dlm("llama")  # tied head and embedding, like SmolLM2
+    keys = set(model.state_dict())
+    logits = model(IDS).logits  # grad enabled (training): the head stays nn.Linear
+    assert type(model.get_output_embeddings()) is torch.nn.Linear
+    with torch.no_grad():
+        fast = model(IDS).logits
+    head = model.get_output_embeddings()
+    assert type(head) is FewRowsHead
+    assert head.weight is model.get_input_embeddings().weight  # still tied
+    assert set(model.state_dict()) == keys
+    torch.testing.assert_close(fast, logits.detach(), rtol=1e-5, atol=1e-5)
+    clone = copy.deepcopy(model)  # a class swapped in place still copies and pickles like any module
+    assert type(clone.get_output_embeddings()) is FewRowsHead
