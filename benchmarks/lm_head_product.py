@@ -1,6 +1,6 @@
 """The LM head's product at the few rows a decoding forward scores: `nn.Linear` (x @ W^T) against FewRowsHead (W @ x^T).
 
-    python benchmarks/lm_head_product.py              # SmolLM2's head shape (49152 x 576), random weights
+    python benchmarks/lm_head_product.py              # SmolLM2's head shape (49152 x 576), random weights, fp32+bf16
     python benchmarks/lm_head_product.py --decode     # also: the embedded default answering, head plain vs FewRowsHead
 
 Times both products in the same run, alternating, and writes benchmarks/results/lm_head_product.json;
@@ -36,20 +36,20 @@ def best_ms(fns, repeats: int) -> list[float]:
     return best
 
 
-def products(vocab: int, hidden: int, rows: list[int], repeats: int) -> list[dict]:
+def products(vocab: int, hidden: int, rows: list[int], repeats: int, dtype: torch.dtype) -> list[dict]:
     torch.manual_seed(0)
-    plain = torch.nn.Linear(hidden, vocab, bias=False)
-    few = torch.nn.Linear(hidden, vocab, bias=False)
+    plain = torch.nn.Linear(hidden, vocab, bias=False, dtype=dtype)
+    few = torch.nn.Linear(hidden, vocab, bias=False, dtype=dtype)
     few.load_state_dict(plain.state_dict())
     few.__class__ = FewRowsHead
     found = []
     with torch.no_grad():
         for n in rows:
-            x = torch.randn(1, n, hidden)
+            x = torch.randn(1, n, hidden, dtype=dtype)
             linear, transposed = best_ms([lambda x=x: plain(x), lambda x=x: few(x)], repeats)
             found.append({"rows": n, "linear_ms": round(linear, 3), "few_rows_head_ms": round(transposed, 3),
                           "speedup": round(linear / transposed, 2)})
-            print(f"rows {n:3d}  nn.Linear {linear:7.3f} ms  FewRowsHead {transposed:7.3f} ms  x{linear / transposed:.2f}",
+            print(f"{str(dtype):15s} rows {n:3d}  nn.Linear {linear:7.3f} ms  FewRowsHead {transposed:7.3f} ms  x{linear / transposed:.2f}",
                   flush=True)
     return found
 
@@ -59,7 +59,7 @@ def decode(prompt: str, max_new_tokens: int, repeats: int) -> dict:
     from hf_dlm.evaluation import answer_diffusion
 
     model = load_default(None)
-    limit, found = FewRowsHead.FEW_ROWS, {}
+    limit, found = FewRowsHead.FEW_ROWS, {"dtype": str(model.dtype)}
     try:
         for _ in range(repeats):
             # FEW_ROWS = 0 makes the (swapped-in) FewRowsHead compute every product as nn.Linear does.
@@ -80,6 +80,8 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden", type=int, default=576)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 64])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        help="of the product table; --decode uses the default model's dtype (load_default)")
     parser.add_argument("--decode", action="store_true")
     parser.add_argument("--prompt", default="Explain how photosynthesis works.")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -87,7 +89,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     result = {"machine": machine() | {"blas": "mkl" if torch.backends.mkl.is_available() else "other"},
               "head": [args.vocab, args.hidden],
-              "products": products(args.vocab, args.hidden, args.rows, args.repeats)}
+              "products": {d: products(args.vocab, args.hidden, args.rows, args.repeats, getattr(torch, d))
+                           for d in args.dtypes}}
     if args.decode:
         result["decode_ms_per_forward"] = decode(args.prompt, args.max_new_tokens, max(2, args.repeats // 10))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,7 +180,8 @@ def train(args) -> None:
     (asset / "diffusion_config.json").write_text(json.dumps({"attention": args.attention}, indent=1) + "\n")
     # Decoding defaults from the sweep in docs/quality.md: this lightly adapted model is sure of the next token but
     # seldom of the ones after it, so committing in order (left_to_right) in small blocks, never the same token twice
-    # side by side in one step (defer_repeats), gives its best text; a block of 4 costs less per forward than 16.
+    # side by side in one step (defer_repeats), gives its best text; a small block costs less per forward than 16
+    # (block 3 decodes the block-4-trained adapter as well as 4 does: docs/quality.md).
     # A light CTRL penalty (1.1) breaks the loops SmolLM2 falls into (AR too) at a small gen-PPL cost; 1.2 and up
     # cost more than the 1.5x-of-AR target allows.
     generation = DiffusionGenerationConfig(length_strategy=args.length_strategy, block_length=args.decode_block_length,
@@ -213,8 +214,8 @@ def main(argv=None) -> None:
     training.add_argument("--batch-size-train", dest="batch_size_train", type=int, default=8)
     training.add_argument("--accumulation", type=int, default=1)
     training.add_argument("--epochs", type=float, default=10.0)
-    training.add_argument("--max-steps", type=int, default=240, help="stop after this many optimizer steps (-1: epochs)")
-    training.add_argument("--warmup-steps", type=int, default=10)
+    training.add_argument("--max-steps", type=int, default=600, help="stop after this many optimizer steps (-1: epochs)")
+    training.add_argument("--warmup-steps", type=int, default=20)
     training.add_argument("--train-minutes", type=float, default=None,
                           help="time cap of the train stage: stop after the step in progress (the adapter is still "
                                "written; the cosine schedule is cut where it stands, so set --max-steps to fit)")
@@ -223,8 +224,9 @@ def main(argv=None) -> None:
                           help="causal_prefix: block diffusion with a causal context (shipped); bidirectional: DiffuLLaMA")
     training.add_argument("--block-rows", type=float, default=0.0,
                           help="bidirectional only: share of semi-AR block rows")
-    training.add_argument("--block-length", type=int, default=16, help="training block size")
-    training.add_argument("--decode-block-length", type=int, default=4,
+    training.add_argument("--block-length", type=int, default=4,
+                          help="training block size (the decoding block: BD3-LM trains the block size it samples with)")
+    training.add_argument("--decode-block-length", type=int, default=3,
                           help="decoding block written to the adapter's generation_config.json")
     training.add_argument("--length-strategy", default="grow", choices=["grow", "predict", "fixed"],
                           help="decoding default written to the adapter's generation_config.json")

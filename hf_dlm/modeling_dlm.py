@@ -84,14 +84,18 @@ def causal_prefix_mask(
 class FewRowsHead(torch.nn.Linear):
     """The LM head, with the product for the few rows a decoding forward scores computed as `W @ x^T`.
 
-    A forward of block decoding scores the block plus its anchor (5 rows at block 4) against the whole vocabulary.
-    On CPU, `F.linear` (x @ W^T) is slow at such row counts: SmolLM2's 49152x576 head takes 11.6 ms for 5 rows on
-    our 2-core AMD EPYC (MKL), twice its one-row cost, while `W @ x^T`, the same product with the weight as the
-    untransposed operand, takes 3.8 ms; from 2 to 16 rows it is 1.1-6x faster, from 17 rows on no faster, at one
-    row the same. The embedded default's forward drops from 32.6 to 25.9 ms (`python benchmarks/lm_head_product.py
-    --decode`, benchmarks/results/lm_head_product.json). Inference on CPU only (no autograd graph); on GPU, with
-    gradients, or past `FEW_ROWS` rows it is `nn.Linear`. Same weights and state dict: the model swaps its head's
-    class in place on its first inference forward (`use_few_rows_head`)."""
+    A forward of block decoding scores the block plus its anchor (4-5 rows at batch 1) against the whole vocabulary,
+    and on CPU `nn.Linear` (x @ W^T) is slow there. Measured on our 2-core AMD EPYC (MKL, oneDNN;
+    `python benchmarks/lm_head_product.py --decode`, benchmarks/results/lm_head_product.json):
+    - float32, SmolLM2's 49152x576 head alone: 11.6 ms for 5 rows (twice the one-row cost) against 3.7 ms as
+      `W @ x^T`, the weight as the untransposed operand; 2 to 16 rows 1.3-6x faster, from 17 rows on the same.
+    - bfloat16, the head alone: `nn.Linear` is the faster (2.6 against 3.8 ms at 5 rows); but inside the decoding
+      loop its calls in the first forward of each block take ~37 ms (fresh copies of the input too; the cause is
+      not found), while `W @ x^T` stays at ~7 ms. The embedded default's forward (bfloat16): 36.7 -> 29.2 ms, and
+      the same 62 of 62 held-out answers (docs/quality.md).
+    Inference on CPU only (no autograd graph); on GPU, with gradients, or past `FEW_ROWS` rows it is `nn.Linear`.
+    Same weights and state dict: the model swaps its head's class in place on its first inference forward
+    (`use_few_rows_head`)."""
 
     FEW_ROWS = 16
 
