@@ -90,8 +90,10 @@ class FewRowsHead(torch.nn.Linear):
     - float32, SmolLM2's 49152x576 head alone: 11.6 ms for 5 rows (twice the one-row cost) against 3.7 ms as
       `W @ x^T`, the weight as the untransposed operand; 2 to 16 rows 1.3-6x faster, from 17 rows on the same.
     - bfloat16, the head alone: `nn.Linear` is the faster (2.6 against 3.8 ms at 5 rows); but inside the decoding
-      loop its calls in the first forward of each block take ~37 ms (fresh copies of the input too; the cause is
-      not found), while `W @ x^T` stays at ~7 ms. The embedded default's forward (bfloat16): 36.7 -> 29.2 ms, and
+      loop its calls in the first forward of each block take ~37 ms, while `W @ x^T` stays at ~7 ms. The trigger
+      is the input's layout: `hidden[:, -n:]` of a longer forward keeps the whole sequence's batch stride, and
+      torch's bfloat16 kernel takes such a [1, 4, 576] input at ~40 ms against ~3 ms with natural strides
+      (reproduced with a plain weight tensor, not always with an nn.Parameter). The embedded default's forward (bfloat16): 36.7 -> 29.2 ms, and
       the same 62 of 62 held-out answers (docs/quality.md).
     Inference on CPU only (no autograd graph); on GPU, with gradients, or past `FEW_ROWS` rows it is `nn.Linear`.
     Same weights and state dict: the model swaps its head's class in place on its first inference forward

@@ -194,6 +194,22 @@ def test_few_rows_head_computes_the_linear_product(shape, bias):
     torch.testing.assert_close(grad_out, plain(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 4, 16, 20])
+def test_few_rows_head_takes_a_view_of_the_last_rows_in_any_dtype(rows, dtype):
+    """What a head gets inside a forward: `hidden[:, -n:]`, a view with the whole sequence's batch stride."""
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(64, 300, bias=False, dtype=dtype)
+    head = copy.deepcopy(plain)
+    head.__class__ = FewRowsHead
+    x = torch.randn(2, rows + 3, 64, dtype=dtype)[:, -rows:]
+    with torch.no_grad():
+        out = head(x)
+        assert out.shape == (2, rows, 300) and out.dtype == dtype and out.is_contiguous()
+        tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out, plain(x), rtol=tolerance, atol=tolerance)
+
+
 def test_inference_forward_gives_the_head_the_few_rows_product_and_keeps_weights_and_tie():
     model, _ = make_dlm("llama")  # tied head and embedding, like SmolLM2
     keys = set(model.state_dict())
