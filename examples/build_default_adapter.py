@@ -57,21 +57,21 @@ def build_data(args) -> None:
     ]
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    batches = [(kind, kwargs, start) for kind, kwargs in passes for start in range(0, len(prompts), args.batch_size)]
     with open(work / "answers.jsonl", "w") as out:
-        for kind, kwargs in passes:
-            for start in range(0, len(prompts), args.batch_size):
-                if time.time() - started > args.max_minutes * 60:
-                    print(f"time cap of {args.max_minutes} min reached; stopping data generation", flush=True)
-                    break
-                batch = prompts[start : start + args.batch_size]
-                answers = answer_autoregressive(model, tokenizer, batch, max_new_tokens=args.max_answer_tokens,
-                                                batch_size=len(batch), **kwargs)
-                for a in answers:
-                    record = {"prompt": a.prompt, "answer": a.text, "kind": kind, "length": len(a.tokens),
-                              "ended": a.ended, "degenerate": is_degenerate(a.tokens)}
-                    out.write(json.dumps(record) + "\n")
-                out.flush()
-                print(f"{kind} {start + len(batch)}/{len(prompts)}  {time.time() - started:.0f}s", flush=True)
+        for kind, kwargs, start in batches:
+            if time.time() - started > args.max_minutes * 60:
+                print(f"time cap of {args.max_minutes} min reached; stopping data generation", flush=True)
+                break
+            batch = prompts[start : start + args.batch_size]
+            answers = answer_autoregressive(model, tokenizer, batch, max_new_tokens=args.max_answer_tokens,
+                                            batch_size=len(batch), **kwargs)
+            for a in answers:
+                record = {"prompt": a.prompt, "answer": a.text, "kind": kind, "length": len(a.tokens),
+                          "ended": a.ended, "degenerate": is_degenerate(a.tokens)}
+                out.write(json.dumps(record) + "\n")
+            out.flush()
+            print(f"{kind} {start + len(batch)}/{len(prompts)}  {time.time() - started:.0f}s", flush=True)
     select_training_answers(work)
 
 
@@ -225,7 +225,7 @@ def main(argv=None) -> None:
     training.add_argument("--block-rows", type=float, default=0.0,
                           help="bidirectional only: share of semi-AR block rows")
     training.add_argument("--block-length", type=int, default=4,
-                          help="training block size (the decoding block: BD3-LM trains the block size it samples with)")
+                          help="training block size (small, near the decoding block: BD3-LM trains the block size it samples with)")
     training.add_argument("--decode-block-length", type=int, default=3,
                           help="decoding block written to the adapter's generation_config.json")
     training.add_argument("--length-strategy", default="grow", choices=["grow", "predict", "fixed"],

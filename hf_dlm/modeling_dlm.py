@@ -94,7 +94,7 @@ class FewRowsHead(torch.nn.Linear):
       is the input's layout: `hidden[:, -n:]` of a longer forward keeps the whole sequence's batch stride, and
       torch's bfloat16 kernel takes such a [1, 4, 576] input at ~40 ms against ~3 ms with natural strides
       (reproduced with a plain weight tensor, not always with an nn.Parameter). The embedded default's forward
-      (bfloat16): 36.7 -> 29.2 ms, and the same 62 of 62 held-out answers (docs/quality.md).
+      (bfloat16): 36.7 -> 29.2 ms; the same answers to the 62 held-out prompts (docs/decoding.md).
     Inference on CPU only (no autograd graph); on GPU, with gradients, or past `FEW_ROWS` rows it is `nn.Linear`.
     Same weights and state dict: the model swaps its head's class in place on its first inference forward
     (`use_few_rows_head`)."""
