@@ -11,6 +11,7 @@ its head as plain `nn.Linear` and once as FewRowsHead (alternating, best of `--r
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -39,9 +40,8 @@ def best_ms(fns, repeats: int) -> list[float]:
 def products(vocab: int, hidden: int, rows: list[int], repeats: int, dtype: torch.dtype) -> list[dict]:
     torch.manual_seed(0)
     plain = torch.nn.Linear(hidden, vocab, bias=False, dtype=dtype)
-    few = torch.nn.Linear(hidden, vocab, bias=False, dtype=dtype)
-    few.load_state_dict(plain.state_dict())
-    few.__class__ = FewRowsHead
+    few = copy.deepcopy(plain)
+    few.__class__ = FewRowsHead  # what DiffusionLM's first inference forward does to its head
     found = []
     with torch.no_grad():
         for n in rows:

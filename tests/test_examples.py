@@ -34,7 +34,7 @@ def test_samples_page_labels_autoregressive_variants_as_autoregressive(tmp_path)
     answer = Answer(prompt="Hi", text="Hello.", tokens=[1, 2], ended=True, nfe=3, seconds=0.1)
     names = ["autoregressive", "grow", "autoregressive:repetition_penalty=1.1"]
     page = tmp_path / "samples.md"
-    evaluate.write_samples_page(page, ["Hi"], {n: [answer] for n in names}, summary={})
+    evaluate.write_samples_page(page, ["Hi"], {n: [answer] for n in names})
     labels = [line for line in page.read_text().splitlines() if line.startswith("**")]
     assert labels[0].startswith("**autoregressive (SmolLM2 `generate`)**")
     assert labels[1].startswith("**diffusion, `grow`**")

@@ -178,13 +178,19 @@ def test_hidden_states_and_inputs_embeds_pass_through():
     assert out.past_key_values is None  # use_cache defaults to False: training never pays for a cache
 
 
+def few_rows_copy(plain: torch.nn.Linear) -> FewRowsHead:
+    """A FewRowsHead with `plain`'s weights (what the model's forward makes of its head, without touching `plain`)."""
+    head = copy.deepcopy(plain)
+    head.__class__ = FewRowsHead
+    return head
+
+
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("shape", [(1, 576), (5, 576), (1, 5, 576), (2, 3, 576), (16, 576), (2, 9, 576)])
 def test_few_rows_head_computes_the_linear_product(shape, bias):
     torch.manual_seed(0)
     plain = torch.nn.Linear(576, 300, bias=bias)
-    head = copy.deepcopy(plain)
-    head.__class__ = FewRowsHead
+    head = few_rows_copy(plain)
     x = torch.randn(shape)
     with torch.no_grad():
         out = head(x)
@@ -200,8 +206,7 @@ def test_few_rows_head_takes_a_view_of_the_last_rows_in_any_dtype(rows, dtype):
     """What a head gets inside a forward: `hidden[:, -n:]`, a view with the whole sequence's batch stride."""
     torch.manual_seed(0)
     plain = torch.nn.Linear(64, 300, bias=False, dtype=dtype)
-    head = copy.deepcopy(plain)
-    head.__class__ = FewRowsHead
+    head = few_rows_copy(plain)
     x = torch.randn(2, rows + 3, 64, dtype=dtype)[:, -rows:]
     with torch.no_grad():
         out = head(x)
