@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from config import Preset
 from datasets import Dataset
+from tasks import make_split
 from transformers import PreTrainedTokenizerFast
 
 from hf_dlm.adapt import DEFAULT_PAD_TOKEN
 from hf_dlm.data import prepare_dataset
-from hf_dlm.tasks import make_split
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 
 
 def base_tokenizer() -> PreTrainedTokenizerFast:

@@ -18,7 +18,7 @@ class Preset:
     layers: int = 4
     heads: int = 4
     positions: int = 1152
-    # --- data (hf_dlm.tasks): one example per training row, so every prompt starts at position 0 as it does at
+    # --- data (benchmarks/tasks.py): one example per training row, so every prompt starts at position 0 as it does at
     # decoding time (a GPT-2 has learned absolute positions: on rows packed with several examples, a 900-step probe of
     # the AR base learnt nothing, 0/96 exact; one example per row, 2500 steps: 24%). The diffusion rows are EOS-filled
     # to `row_length` (LLaDA's SFT padding), which covers prompt (<= 69 tokens) + the main budget (128): every canvas
@@ -40,7 +40,7 @@ class Preset:
     ar_lr: float = 1e-3
     diffusion_lr: float = 1e-3
     warmup_steps: int = 50
-    # --- measurement (hf_dlm.bench)
+    # --- measurement (hf_dlm.cli.bench)
     block_length: int = 16
     batch_size: int = 16
     main_budget: int = 128  # the accuracy table; ~5x the mean answer (24 tokens), ~8x the median (17)

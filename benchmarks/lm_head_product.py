@@ -55,7 +55,7 @@ def products(vocab: int, hidden: int, rows: list[int], repeats: int, dtype: torc
 
 
 def decode(prompt: str, max_new_tokens: int, repeats: int) -> dict:
-    from hf_dlm.default_model import load_default
+    from hf_dlm.default import load_default
     from hf_dlm.evaluation import answer_diffusion
 
     model = load_default(None)

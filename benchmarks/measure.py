@@ -1,4 +1,4 @@
-"""Stage 4: every measurement of docs/benchmarks.md, each table from one `hf_dlm.bench.run` (one process, settings
+"""Stage 4: every measurement of docs/benchmarks.md, each table from one `hf_dlm.cli.bench.run` (one process, settings
 interleaved batch by batch), written to one JSON file.
 
 Tables (prompts are the first n of the test split, so smaller tables are subsets of larger ones):
@@ -24,7 +24,7 @@ from config import Preset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_dlm import DiffusionLM
-from hf_dlm.bench import Setting, add_ratios, cache_agreement, grid, run
+from hf_dlm.cli.bench import Setting, add_ratios, cache_agreement, grid, run
 
 
 def machine() -> dict:

@@ -10,7 +10,7 @@ import argparse
 import cProfile
 import pstats
 
-from hf_dlm.default_model import load_default
+from hf_dlm.default import load_default
 from hf_dlm.evaluation import answer_autoregressive, answer_diffusion
 
 

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from hf_dlm.bench import format_table
+from hf_dlm.cli.bench import format_table
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -121,7 +121,7 @@ def predict_table(data: dict) -> str:
     for r in data["tables"]["main"]["results"]:
         if r["method"] == "predict" and "predict_error" in r:
             e = r["predict_error"]
-            lines.append(f"| {r['setting']} | {e['median']:+d} [{e['p10']:+d}, {e['p90']:+d}] | {_pct(e['exact'])} | "
+            lines.append(f"| {r['setting']} | {e['median']:+g} [{e['p10']:+d}, {e['p90']:+d}] | {_pct(e['exact'])} | "
                          f"{_pct(e['under'])} | {_pct(r['grew'])} |")
     return "\n".join(lines)
 

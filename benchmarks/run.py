@@ -4,7 +4,7 @@ Stages, in order (each skipped when its output exists, unless --force):
   ar       pretrain a small GPT-2 autoregressively on the tasks (plain transformers.Trainer)   -> <work>/ar
   adapt    adapt it into a diffusion LM with DiffusionTrainer                                   -> <work>/adapt
   scratch  the control: the same GPT-2 shape trained as a diffusion LM from scratch, same steps -> <work>/scratch
-  measure  every table (hf_dlm.bench)                                       -> benchmarks/results/<preset>.json
+  measure  every table (hf_dlm.cli.bench)                                       -> benchmarks/results/<preset>.json
   plots    PNG figures                                                      -> docs/img/ (full) or <work>/img
   report   the Markdown tables                                              -> benchmarks/results/<preset>.md
 

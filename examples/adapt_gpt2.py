@@ -33,7 +33,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
-from hf_dlm.trainer import load_training_dataset
+from hf_dlm.data import load_training_dataset
 
 
 def train_stage(model: DiffusionLM, dataset, args, name: str, max_steps: int, **overrides) -> None:
@@ -82,7 +82,7 @@ def sort_lines(count: int, rng: random.Random) -> list[str]:
 
 def make_tiny_pretrained_gpt2(directory: Path, corpus: list[str], steps: int, seed: int) -> None:
     """A stand-in for the `gpt2` checkpoint: tiny GPT-2 trained as a causal LM on the toy corpus, saved locally."""
-    from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 
     torch.manual_seed(seed)
     tokenizer = char_tokenizer()

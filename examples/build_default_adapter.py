@@ -15,7 +15,7 @@ are dropped, so every training answer ends with a trained EOS. Training data kee
 (`messages`, the tokenizer's chat template, loss on the assistant turn only) with `eos_fill`: the padding after
 each answer is trained EOS (LLaDA's SFT), which is what lets p(EOS) at the first step predict the length.
 
-Output: runs/default_adapter/{answers.jsonl, train.jsonl, trainer/}, and the adapter in hf_dlm/assets/default_adapter/.
+Output: runs/default_adapter/{answers.jsonl, train.jsonl, trainer/}, and the adapter in hf_dlm/default/assets/default_adapter/.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from hf_dlm.default_model import preferred_dtype
+from hf_dlm.default import preferred_dtype
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "examples" / "prompts" / "train.txt"
@@ -42,8 +42,8 @@ def build_data(args) -> None:
     work = args.work_dir
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from hf_dlm.default.smollm2 import find_smollm2_gguf
     from hf_dlm.evaluation import answer_autoregressive, chat_inputs, is_degenerate
-    from hf_dlm.smollm2 import find_smollm2_gguf
 
     torch.manual_seed(args.seed)
     directory, name = find_smollm2_gguf()
@@ -117,8 +117,8 @@ def train(args) -> None:
     from safetensors.torch import load_file, save_file
 
     from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
+    from hf_dlm.default.smollm2 import load_smollm2_diffusion
     from hf_dlm.generation_dlm import DiffusionGenerationConfig
-    from hf_dlm.smollm2 import load_smollm2_diffusion
 
     torch.manual_seed(args.seed)
     model = load_smollm2_diffusion(attention=args.attention)

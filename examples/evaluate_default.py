@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_dlm.default_model import load_default
+from hf_dlm.default import load_default
+from hf_dlm.default.smollm2 import find_smollm2_gguf
 from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, generative_perplexity, summarize
-from hf_dlm.smollm2 import find_smollm2_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = ROOT / "examples" / "prompts" / "heldout.txt"

@@ -1,37 +1,62 @@
-"""hf_dlm: turn any Hugging Face causal LM into a diffusion LM that decodes with variable output length."""
+"""hf_dlm: turn any Hugging Face causal LM into a diffusion LM that decodes with variable output length.
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+The public names load on first use (PEP 562), so `import hf_dlm` and the `hf-dlm` command line cost milliseconds
+instead of the seconds torch and transformers take; `from hf_dlm import DiffusionLM` imports what it needs.
 
-from .configuration_dlm import DiffusionLMConfig
-from .generation_dlm import DiffusionGenerateOutput, DiffusionGenerationConfig, DiffusionStep
-from .modeling_dlm import DiffusionLM
+Loading any public name (or calling `register_auto_classes()`) also registers `DiffusionLMConfig` / `DiffusionLM`
+with transformers' `AutoConfig`, `AutoModel` and `AutoModelForMaskedLM`, so saved checkpoints load without
+`trust_remote_code` while hf_dlm is in use. Checkpoints carry their own code either way (`auto_map`).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# In-process registration (no trust_remote_code needed while hf_dlm is installed); register_for_auto_class makes
-# save_pretrained write `auto_map` and copy the *_dlm.py files so checkpoints load without hf_dlm.
-AutoConfig.register(DiffusionLMConfig.model_type, DiffusionLMConfig, exist_ok=True)
-AutoModel.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
-AutoModelForMaskedLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
-DiffusionLMConfig.register_for_auto_class()
-DiffusionLM.register_for_auto_class("AutoModel")  # save_pretrained adds AutoModelForMaskedLM to auto_map too
+# public name -> module that defines it
+_PUBLIC = {
+    "DiffusionLMConfig": ".configuration_dlm",
+    "DiffusionLM": ".modeling_dlm",
+    "DiffusionGenerationConfig": ".generation_dlm",
+    "DiffusionGenerateOutput": ".generation_dlm",
+    "DiffusionStep": ".generation_dlm",
+    "DiffusionTrainer": ".trainer",
+    "DiffusionTrainingArguments": ".training_args",
+}
 
-__all__ = [
-    "DiffusionGenerateOutput",
-    "DiffusionGenerationConfig",
-    "DiffusionLM",
-    "DiffusionLMConfig",
-    "DiffusionStep",
-    "__version__",
-]
+__all__ = [*sorted(_PUBLIC), "__version__", "register_auto_classes"]
 
-_LAZY = {"DiffusionTrainer": ".trainer", "DiffusionTrainingArguments": ".trainer"}
+_registered = False
 
 
-def __getattr__(name):
-    # The trainer pulls in datasets/peft/accelerate; import it only when asked for.
-    if name in _LAZY:
-        import importlib
+def register_auto_classes() -> None:
+    """Register the diffusion classes with transformers' Auto classes (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    from .configuration_dlm import DiffusionLMConfig
+    from .modeling_dlm import DiffusionLM
+
+    AutoConfig.register(DiffusionLMConfig.model_type, DiffusionLMConfig, exist_ok=True)
+    AutoModel.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
+    AutoModelForMaskedLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
+    # register_for_auto_class makes save_pretrained write `auto_map` and copy the remote-code files.
+    DiffusionLMConfig.register_for_auto_class()
+    DiffusionLM.register_for_auto_class("AutoModel")  # save_pretrained adds AutoModelForMaskedLM to auto_map too
+    _registered = True
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        register_auto_classes()
+        value = getattr(importlib.import_module(_PUBLIC[name], __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'hf_dlm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

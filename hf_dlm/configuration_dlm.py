@@ -9,6 +9,8 @@ with bidirectional attention, the AR shift kept, plus a dedicated mask token.
 
 from transformers import AutoConfig, PreTrainedConfig
 
+from .settings_dlm import token_id_list
+
 ATTENTION_PATTERNS = ("bidirectional", "causal_prefix")
 
 
@@ -68,10 +70,7 @@ class DiffusionLMConfig(PreTrainedConfig):
     @property
     def eos_token_ids(self) -> list[int]:
         """`eos_token_id` as a list (empty when unset)."""
-        eos = self.eos_token_id
-        if eos is None:
-            return []
-        return [eos] if isinstance(eos, int) else list(eos)
+        return token_id_list(self.eos_token_id)
 
 
 __all__ = ["ATTENTION_PATTERNS", "DiffusionLMConfig"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -323,7 +324,38 @@ def block_rows(
     return {**batch, "input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 
+def left_padded(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], add_special_tokens: bool = True) -> dict:
+    """`input_ids` / `attention_mask` of `texts`, padded on the left as `diffusion_generate` wants them, whatever
+    the tokenizer's own `padding_side` (restored afterwards)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+    finally:
+        tokenizer.padding_side = side
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def load_training_dataset(name: str, config: str | None = None, split: str = "train", streaming: bool = False):
+    """A dataset from the Hub, a `save_to_disk` directory, or one local file (.txt/.json/.jsonl/.csv/.parquet)."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name)
+    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        dataset = load_from_disk(name)
+        dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if path.is_file():
+        builders = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+        if path.suffix not in builders:
+            raise ValueError(f"Unknown data file type {path.suffix!r}; use one of {sorted(builders)}.")
+        return load_dataset(builders[path.suffix], data_files=name, split=split, streaming=streaming)
+    return load_dataset(name, config, split=split, streaming=streaming)
+
+
 __all__ = [
+    "left_padded",
+    "load_training_dataset",
     "DATASET_FORMATS",
     "DataCollatorForDiffusion",
     "block_rows",

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .data import left_padded
+from .settings_dlm import token_id_list
+
 # An answer whose own distinct-4 ratio is below this is a loop ("Boil an egg:\n\nBoil an egg:\n\n..."):
 # fluent text of 20+ tokens repeats few 4-grams (SmolLM2's ended greedy answers: median 1.0, 1st percentile > 0.8).
 DEGENERATE_DISTINCT_4 = 0.5
@@ -59,14 +62,8 @@ def chat_inputs(tokenizer, prompts: Sequence[str], chat_template: bool | None = 
         ]
     else:
         texts = list(prompts)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        # The chat template already wrote the special tokens; add_special_tokens would prepend a second BOS.
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not use_template)
-    finally:
-        tokenizer.padding_side = side
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    # The chat template already wrote the special tokens; add_special_tokens would prepend a second BOS.
+    return left_padded(tokenizer, texts, add_special_tokens=not use_template)
 
 
 def split_answer(row: Sequence[int], eos_ids: Sequence[int], pad_id: int | None) -> tuple[list[int], bool]:
@@ -82,10 +79,9 @@ def split_answer(row: Sequence[int], eos_ids: Sequence[int], pad_id: int | None)
 
 
 def _eos_ids(model) -> list[int]:
+    """EOS ids of a causal LM or a DiffusionLM: its generation config's, else its config's."""
     eos = model.generation_config.eos_token_id
-    if eos is None:
-        eos = model.config.eos_token_id
-    return [eos] if isinstance(eos, int) else list(eos)
+    return token_id_list(model.config.eos_token_id if eos is None else eos)
 
 
 def _batches(items: Sequence, size: int):
@@ -199,8 +195,9 @@ def is_degenerate(tokens: Sequence, n: int = 4, threshold: float = DEGENERATE_DI
     return distinct_n([tokens], n) < threshold
 
 
-def length_summary(lengths: Sequence[int]) -> dict:
-    ordered = sorted(lengths)
+def quantiles(values: Sequence[float]) -> dict:
+    """Mean, median, p10 / p90 (nearest rank, no interpolation: the values are token counts), min and max."""
+    ordered = sorted(values)
     if not ordered:
         return {}
 
@@ -209,6 +206,10 @@ def length_summary(lengths: Sequence[int]) -> dict:
 
     return {"mean": statistics.fmean(ordered), "median": statistics.median(ordered), "p10": quantile(0.1),
             "p90": quantile(0.9), "min": ordered[0], "max": ordered[-1]}
+
+
+def length_summary(lengths: Sequence[int]) -> dict:
+    return quantiles(lengths)
 
 
 def summarize(answers: Sequence[Answer]) -> dict:
@@ -241,6 +242,7 @@ __all__ = [
     "generative_perplexity",
     "is_degenerate",
     "length_summary",
+    "quantiles",
     "split_answer",
     "summarize",
 ]

@@ -39,8 +39,11 @@ from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
-LENGTH_STRATEGIES = ("fixed", "grow", "predict")
-UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
+from .settings_dlm import (
+    GENERATION_DEFAULTS,
+    token_id_list,
+    validate_generation_settings,
+)
 
 
 class DiffusionGenerationConfig(GenerationConfig):
@@ -114,27 +117,9 @@ class DiffusionGenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig we do not call GenerationConfig.__init__: most of its
         # autoregressive flags (beams, repetition penalty, ...) mean nothing here and would be silently ignored.
-        self.max_new_tokens: int = kwargs.pop("max_new_tokens", 256)
-        self.length_strategy: str = kwargs.pop("length_strategy", "predict")
-        self.block_length: int = kwargs.pop("block_length", 32)
-        self.steps: int | None = kwargs.pop("steps", None)
-        self.threshold: float | None = kwargs.pop("threshold", 0.9)
-        self.unmasking: str = kwargs.pop("unmasking", "low_confidence")
-        self.defer_repeats: bool = kwargs.pop("defer_repeats", False)
-        self.repetition_penalty: float = kwargs.pop("repetition_penalty", 1.0)
-        self.temperature: float = kwargs.pop("temperature", 0.0)
-        self.top_k: int | None = kwargs.pop("top_k", None)
-        self.top_p: float | None = kwargs.pop("top_p", None)
-        self.seed: int | None = kwargs.pop("seed", None)
-        self.predict_threshold: float = kwargs.pop("predict_threshold", 0.5)
-        self.length_margin: int = kwargs.pop("length_margin", 8)
-        self.use_cache: bool = kwargs.pop("use_cache", True)
-        self.output_history: bool = kwargs.pop("output_history", False)
-        self.return_dict_in_generate: bool = kwargs.pop("return_dict_in_generate", False)
-        self.mask_token_id: int | None = kwargs.pop("mask_token_id", None)
-        self.pad_token_id: int | None = kwargs.pop("pad_token_id", None)
-        self.eos_token_id: int | list[int] | None = kwargs.pop("eos_token_id", None)
-        self.bos_token_id: int | None = kwargs.pop("bos_token_id", None)
+        # Defaults and validation live in settings_dlm (standard library only: the CLI checks flags with them).
+        for name, default in GENERATION_DEFAULTS.items():
+            setattr(self, name, kwargs.pop(name, default))
         # Metadata written by transformers.
         self._commit_hash = kwargs.pop("_commit_hash", None)
         self._from_model_config = kwargs.pop("_from_model_config", None)
@@ -167,72 +152,15 @@ class DiffusionGenerationConfig(GenerationConfig):
 
     @property
     def eos_token_ids(self) -> list[int]:
-        eos = self.eos_token_id
-        if eos is None:
-            return []
-        return [eos] if isinstance(eos, int) else list(eos)
+        return token_id_list(self.eos_token_id)
 
     @property
     def num_blocks(self) -> int:
         return math.ceil(self.max_new_tokens / self.block_length)
 
     def validate(self, strict: bool = False, **unused) -> None:
-        """Raise `ValueError` saying what to change. Nothing is clamped silently."""
-
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-
-        positive_int("max_new_tokens")
-        positive_int("block_length")
-        if self.length_strategy not in LENGTH_STRATEGIES:
-            raise ValueError(f"`length_strategy` must be one of {LENGTH_STRATEGIES}, got {self.length_strategy!r}.")
-        if self.unmasking not in UNMASKING_RULES:
-            raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {self.unmasking!r}.")
-        if not isinstance(self.defer_repeats, bool):
-            raise ValueError(f"`defer_repeats` must be True or False, got {self.defer_repeats!r}.")
-        if (
-            isinstance(self.repetition_penalty, bool)
-            or not isinstance(self.repetition_penalty, int | float)
-            or not self.repetition_penalty > 0
-        ):
-            raise ValueError(
-                f"`repetition_penalty` must be a number > 0 (1.0 disables, > 1 discourages repeats), "
-                f"got {self.repetition_penalty!r}."
-            )
-        if self.threshold is not None and not (0.0 < self.threshold <= 1.0):
-            raise ValueError(
-                f"`threshold` must be in (0, 1] (commit masks whose token probability reaches it) or None, "
-                f"got {self.threshold!r}."
-            )
-        if self.steps is not None:
-            positive_int("steps")
-            if self.steps > self.max_new_tokens:
-                raise ValueError(
-                    f"`steps`={self.steps} is more than the {self.max_new_tokens} masks of the budget: some steps "
-                    f"would commit nothing. Use steps <= max_new_tokens."
-                )
-            if self.steps < self.num_blocks:
-                raise ValueError(
-                    f"`steps`={self.steps} leaves blocks with zero steps: max_new_tokens={self.max_new_tokens} with "
-                    f"block_length={self.block_length} makes {self.num_blocks} blocks. Use steps >= {self.num_blocks}."
-                )
-            if self.steps % self.num_blocks:
-                raise ValueError(
-                    f"`steps`={self.steps} does not split evenly over the {self.num_blocks} blocks; use a multiple "
-                    f"of {self.num_blocks} (e.g. {self.num_blocks * max(1, self.steps // self.num_blocks)})."
-                )
-        if self.temperature is None or self.temperature < 0:
-            raise ValueError(f"`temperature` must be >= 0 (0 = greedy), got {self.temperature!r}.")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k <= 0):
-            raise ValueError(f"`top_k` must be a positive integer or None, got {self.top_k!r}.")
-        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
-            raise ValueError(f"`top_p` must be in (0, 1] or None, got {self.top_p!r}.")
-        if not (0.0 < self.predict_threshold < 1.0):
-            raise ValueError(f"`predict_threshold` must be in (0, 1), got {self.predict_threshold!r}.")
-        if isinstance(self.length_margin, bool) or not isinstance(self.length_margin, int) or self.length_margin < 0:
-            raise ValueError(f"`length_margin` must be an integer >= 0, got {self.length_margin!r}.")
+        """Raise `ValueError` saying what to change (`settings_dlm.validate_generation_settings`)."""
+        validate_generation_settings(self.to_dict_own())
 
     @property
     def steps_per_block(self) -> int | None:

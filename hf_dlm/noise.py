@@ -8,7 +8,7 @@ github.com/kuleshov-group/mdlm) with the linear schedule alpha_t = 1 - t that LL
     L(x) = sum over masked i of -log p_theta(x_i | x_t) / t
 
 With t ~ U(0, 1], E[L(x)] upper-bounds -log p(x_maskable | x_rest) (the continuous-time ELBO). Normalisation
-(RESEARCH.md pitfall 6: projects differ): we divide the sum over a batch by the number of *maskable* tokens in it
+(projects differ: LLaDA, DiffuLLaMA, dLLM-Var each normalise their own way): we divide the sum over a batch by the number of *maskable* tokens in it
 (loss-carrying tokens, masked or not), which is LLaDA's unbiased per-token ELBO scale (github.com/ML-GSAI/LLaDA:
 / (B * L) in pretraining, / answer length in SFT), not DiffuLLaMA's / #masked (biased towards small t). The
 trainer passes the count of the whole accumulated, all-device batch, so gradient accumulation and DDP are exact.

@@ -1,8 +1,8 @@
-"""`DiffusionTrainingArguments` and `DiffusionTrainer`: adapt or fine-tune a causal LM into a masked diffusion LM on
+"""`DiffusionTrainer`: adapt or fine-tune a causal LM into a masked diffusion LM on
 the `transformers.Trainer` stack (LoRA or full, gradient accumulation, DDP through torchrun / accelerate, resume).
 
-The shape follows TRL's `SFTConfig` / `SFTTrainer` (huggingface/trl): a `TrainingArguments` dataclass whose field
-docs are the user docs, and a `Trainer` subclass that tokenises TRL-format datasets (`hf_dlm.data`) and replaces
+The shape follows TRL's `SFTConfig` / `SFTTrainer` (huggingface/trl): the arguments live in `training_args.py`
+(`DiffusionTrainingArguments`, whose field docs are the user docs), and this `Trainer` subclass that tokenises TRL-format datasets (`hf_dlm.data`) and replaces
 the loss with the masked-diffusion objective (`hf_dlm.noise`):
 
     DiffuGPT / DiffuLLaMA (Gong et al. 2024, github.com/HKUNLP/DiffuLLaMA): adaptation of AR weights, attention
@@ -12,7 +12,7 @@ the loss with the masked-diffusion objective (`hf_dlm.noise`):
     dLLM-Var (github.com/maomaocun/dLLM-Var): t in [0.1, 0.9], EOS always masked, multi-sample packing.
     MDLM (Sahoo et al. 2024, github.com/kuleshov-group/mdlm): antithetic noise levels, the ELBO.
 
-Run it with `hf-dlm train --help` (see `cli_main`) or from Python; docs/training.md has the guide.
+Run it with `hf-dlm train --help` (hf_dlm/cli/train.py) or from Python; docs/training.md has the guide.
 """
 
 from __future__ import annotations
@@ -22,195 +22,31 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
-    AutoTokenizer,
-    HfArgumentParser,
     PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
-    TrainingArguments,
 )
 
 from .configuration_dlm import DiffusionLMConfig
 from .data import (
-    DATASET_FORMATS,
     MODEL_COLUMNS,
-    PADDING_STRATEGIES,
     DataCollatorForDiffusion,
     block_rows,
     infer_format,
+    left_padded,
     prepare_dataset,
 )
+from .loading import load_diffusion_lm
 from .modeling_dlm import DiffusionLM
-from .noise import ELBO_T_MIN, DiffusionNoise, NoisyBatch, diffusion_loss, maskable_positions, seeded_generator
+from .noise import DiffusionNoise, NoisyBatch, diffusion_loss, maskable_positions, seeded_generator
+from .training_args import DiffusionTrainingArguments
 from .two_stream import cut_after_eos_block, two_stream_rows
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DiffusionTrainingArguments(TrainingArguments):
-    r"""
-    [`~transformers.TrainingArguments`] plus the settings of the masked-diffusion objective and of the data.
-
-    Every field below can be given on the command line (`hf-dlm train --max_length 512 ...`). Defaults follow the
-    papers named in each help text; `docs/training.md` explains the choices.
-    """
-
-    # ------------------------------------------------------------------ data
-    max_length: int | None = field(
-        default=1024,
-        metadata={
-            "help": "Tokens per row: the packed chunk size for text (DiffuGPT used 1024), the truncation length of SFT "
-            "examples, and the padded length with padding='max_length'. None keeps whole examples (no packing)."
-        },
-    )
-    dataset_text_field: str = field(
-        default="text", metadata={"help": "Column holding the documents of a 'text' dataset (TRL's name)."}
-    )
-    dataset_format: str | None = field(
-        default=None,
-        metadata={
-            "help": "'text', 'prompt_completion' or 'messages' (TRL's formats). None detects it from the columns: "
-            "'messages', else 'prompt' + 'completion', else dataset_text_field. Tokenised datasets (an 'input_ids' "
-            "column, optional 'loss_mask') are used as they are."
-        },
-    )
-    packing: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Pack several examples into each max_length row (dLLM-Var's multi-sample packing, full attention "
-            "across them). None: pack 'text' (documents are concatenated and cut), not SFT formats; True for SFT "
-            "packs whole examples first-fit (none is split)."
-        },
-    )
-    eos_fill: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Pad rows with EOS tokens that are attended and carry loss (LLaDA's SFT) instead of masked padding, "
-            "so that p(EOS) at canvas position j learns P(answer length <= j), the signal of "
-            "length_strategy='predict'. None: on for 'prompt_completion' and 'messages', off for 'text'."
-        },
-    )
-    padding: str = field(
-        default="longest",
-        metadata={
-            "help": "'longest' pads each batch to its longest row (LLaDA); 'max_length' pads every row to max_length, "
-            "so that EOS filling teaches every canvas position and a row's targets do not depend on its batch."
-        },
-    )
-    dataset_num_proc: int | None = field(
-        default=None, metadata={"help": "Processes for tokenisation (datasets.map num_proc)."}
-    )
-    # ------------------------------------------------------------- objective
-    t_min: float = field(
-        default=ELBO_T_MIN,
-        metadata={
-            "help": "Lowest noise level t (share of maskable tokens masked). MDLM / DiffuLLaMA's eps = 1e-3; "
-            "dLLM-Var uses 0.1. Loss weights are 1/t, so t_min bounds them."
-        },
-    )
-    t_max: float = field(
-        default=1.0, metadata={"help": "Highest noise level t. 1.0 for the ELBO; dLLM-Var uses 0.9."}
-    )
-    antithetic: bool = field(
-        default=True,
-        metadata={
-            "help": "Stratify the noise levels of the sequences one device processes per optimizer step (all "
-            "accumulation micro-batches together): t_i = t_min + (t_max - t_min) * ((u + i) / n mod 1) (MDLM). "
-            "Lowers the loss variance; False draws each t independently."
-        },
-    )
-    block_rows: float = field(
-        default=0.0,
-        metadata={
-            "help": "Share of training rows shown as semi-autoregressive *block rows* (hf_dlm.data.block_rows): the "
-            "answer's blocks before a random block k clean, block k noised, nothing after it: the view of "
-            "length_strategy='grow' and of every later block. 0 trains on whole canvases only (LLaDA / DiffuLLaMA)."
-        },
-    )
-    block_length: int = field(
-        default=32,
-        metadata={
-            "help": "Block size of block_rows, and of the two-stream rows of attention='causal_prefix' models; match "
-            "the block_length you decode with."
-        },
-    )
-    eos_always_masked: bool = field(
-        default=False,
-        metadata={
-            "help": "Mask every loss-carrying EOS whatever t (dLLM-Var), so the model always has to predict where "
-            "the text ends. Those tokens get weight 1 (they are masked with probability 1), not 1/t."
-        },
-    )
-    anneal_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Attention annealing (DiffuGPT): for the first anneal_steps optimizer steps the attention mask is "
-            "causal OR Bernoulli(min(1, (step + 1) / anneal_steps)). 0 (or 1) means bidirectional from the start "
-            "(DiffuLLaMA's SFT); DiffuGPT's adaptation used 10000."
-        },
-    )
-    mask_seed: int | None = field(
-        default=None,
-        metadata={
-            "help": "Seed of the noise (t, masks, annealed attention). None uses `seed`. The noise of an example "
-            "depends only on (mask_seed, optimizer step, its tokens), so accumulation, DDP and resume see the same "
-            "masks."
-        },
-    )
-    # ------------------------------------------------------------ monitoring
-    sample_prompts: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Prompts decoded with model.diffusion_generate at every evaluation (or every sample_steps) and "
-            "logged (written to <output_dir>/samples.jsonl)."
-        },
-    )
-    sample_steps: int | None = field(
-        default=None, metadata={"help": "Decode sample_prompts every this many steps; None: at each evaluation."}
-    )
-    sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of each sample."})
-    # ------------------------------------------------- TrainingArguments defaults
-    logging_steps: float = field(
-        default=10, metadata={"help": "Log every this many optimizer steps (TrainingArguments: 500; TRL: 10)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (position 0 is never predicted), got {self.max_length}.")
-        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
-            raise ValueError(f"dataset_format must be one of {DATASET_FORMATS} or None, got {self.dataset_format!r}.")
-        if self.padding not in PADDING_STRATEGIES:
-            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
-        if self.padding == "max_length" and self.max_length is None:
-            raise ValueError("padding='max_length' needs max_length.")
-        if self.packing and self.max_length is None:
-            raise ValueError("packing=True needs max_length (the length of a packed row).")
-        if not 0.0 < self.t_min <= self.t_max <= 1.0:
-            raise ValueError(
-                f"Need 0 < t_min <= t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}. t_min=0 would give "
-                f"weight 1/t = inf; use 1e-3 (MDLM) or 0.1 (dLLM-Var)."
-            )
-        if self.anneal_steps < 0:
-            raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
-        if not 0.0 <= self.block_rows <= 1.0:
-            raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
-        if self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
-        if self.sample_steps is not None and self.sample_steps < 1:
-            raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
-        if self.sample_max_new_tokens < 1:
-            raise ValueError(f"sample_max_new_tokens must be >= 1, got {self.sample_max_new_tokens}.")
-        if self.label_names is None:
-            # The diffusion loss needs no label tensor; an explicit empty list silences the Trainer's guess.
-            self.label_names = []
 
 
 class DiffusionSampleCallback(TrainerCallback):
@@ -242,13 +78,10 @@ class DiffusionSampleCallback(TrainerCallback):
             return
         was_training = model.training
         model.eval()
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "left"  # diffusion_generate takes left-padded prompts
+        encoded = {k: v.to(model.device) for k, v in left_padded(self.tokenizer, self.prompts).items()}
         try:
-            encoded = self.tokenizer(self.prompts, return_tensors="pt", padding=True).to(model.device)
             sequences = model.diffusion_generate(**encoded, **self.generate_kwargs)
         finally:
-            self.tokenizer.padding_side = side
             model.train(was_training)
         completions = self.tokenizer.batch_decode(sequences[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         new = [{"step": state.global_step, "prompt": p, "completion": c} for p, c in zip(self.prompts, completions)]
@@ -304,7 +137,7 @@ class DiffusionTrainer(Trainer):
                 f"DiffusionTrainingArguments(**your_args.to_dict()) keeps every TrainingArguments field."
             )
         if isinstance(model, str):
-            model = load_model(model)
+            model = load_diffusion_lm(model, adapt=True)
         processing_class = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
         if processing_class is None:
             raise ValueError("Pass processing_class=<the tokenizer with the mask token> (model.tokenizer is not set).")
@@ -523,129 +356,9 @@ def apply_peft(model: DiffusionLM, peft_config):
     return get_peft_model(model, config)
 
 
-def load_model(model_name_or_path: str, *, gguf_file: str | None = None, tokenizer: str | None = None,
-               attn_implementation: str = "sdpa", dtype: str | None = None) -> DiffusionLM:
-    """A DiffusionLM from a DiffusionLM checkpoint, or adapted from a causal LM (Hub id, directory or GGUF file)."""
-    if gguf_file is None and AutoConfig.from_pretrained(model_name_or_path).model_type == DiffusionLMConfig.model_type:
-        model = DiffusionLM.from_pretrained(model_name_or_path, attn_implementation=attn_implementation, dtype=dtype)
-        model.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model_name_or_path)
-        return model
-    tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
-    return DiffusionLM.from_causal_lm(
-        model_name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype
-    )
-
-
-def load_training_dataset(name: str, config: str | None = None, split: str = "train", streaming: bool = False):
-    """A dataset from the Hub, a `save_to_disk` directory, or one local file (.txt/.json/.jsonl/.csv/.parquet)."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
-
-    path = Path(name)
-    if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
-        dataset = load_from_disk(name)
-        dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
-        return dataset.to_iterable_dataset() if streaming else dataset
-    if path.is_file():
-        builders = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-        if path.suffix not in builders:
-            raise ValueError(f"Unknown data file type {path.suffix!r}; use one of {sorted(builders)}.")
-        return load_dataset(builders[path.suffix], data_files=name, split=split, streaming=streaming)
-    return load_dataset(name, config, split=split, streaming=streaming)
-
-
-# --------------------------------------------------------------------------- CLI
-@dataclass
-class ModelArguments:
-    """Which causal LM to adapt (or DiffusionLM to keep training), and LoRA."""
-
-    model_name_or_path: str = field(
-        metadata={"help": "Hub id or directory of a causal LM to adapt (gpt2, HuggingFaceTB/SmolLM2-135M, ...) or of a "
-                  "DiffusionLM checkpoint to keep training."}
-    )
-    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
-    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' (kernels honouring masks)."})
-    model_dtype: str | None = field(default=None, metadata={"help": "Load the weights in this dtype (e.g. bfloat16)."})
-    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of every weight."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (DiffuLLaMA's SFT: 16)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Module names to adapt; default all linear layers (LM head excluded)."}
-    )
-    merge_adapter: bool = field(
-        default=False,
-        metadata={"help": "After LoRA training, also save the merged full model to <output_dir>/merged (loads with "
-                  "AutoModel.from_pretrained(..., trust_remote_code=True))."},
-    )
-
-
-@dataclass
-class DataArguments:
-    """Where the data comes from (the format and tokenisation are DiffusionTrainingArguments fields)."""
-
-    dataset_name: str = field(
-        metadata={"help": "Hub dataset id, a save_to_disk directory, or a local .txt/.json/.jsonl/.csv/.parquet file."}
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    dataset_test_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (none: no eval)."})
-    dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (set max_steps)."})
-
-
-def cli_main(argv: list[str]) -> int:
-    """`hf-dlm train`: adapt / fine-tune with DiffusionTrainer. Every DiffusionTrainingArguments field is a flag."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionTrainingArguments))
-    parser.prog = "hf-dlm train"
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    model = load_model(
-        model_args.model_name_or_path,
-        gguf_file=model_args.gguf_file,
-        tokenizer=model_args.tokenizer_name_or_path,
-        attn_implementation=model_args.attn_implementation,
-        dtype=model_args.model_dtype,
-    )
-    load = dict(config=data_args.dataset_config, streaming=data_args.dataset_streaming)
-    train_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_train_split, **load)
-    eval_dataset = None
-    if data_args.dataset_test_split:
-        eval_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_test_split, **load)
-    peft_config = None
-    if model_args.use_peft:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=model_args.lora_r,
-            lora_alpha=model_args.lora_alpha,
-            lora_dropout=model_args.lora_dropout,
-            target_modules=model_args.lora_target_modules,
-        )
-    trainer = DiffusionTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=model.tokenizer,
-        peft_config=peft_config,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    if eval_dataset is not None:
-        trainer.evaluate()
-    if model_args.use_peft and model_args.merge_adapter and trainer.args.should_save:
-        merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(os.path.join(training_args.output_dir, "merged"), tokenizer=model.tokenizer)
-    return 0
-
-
 __all__ = [
-    "DataArguments",
     "DiffusionSampleCallback",
     "DiffusionTrainer",
     "DiffusionTrainingArguments",
-    "ModelArguments",
     "apply_peft",
-    "cli_main",
-    "load_model",
-    "load_training_dataset",
 ]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_dlm import DiffusionLM
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 
 BACKBONES = ["gpt2", "llama", "qwen2"]
 KERNELS = ["eager", "sdpa"]

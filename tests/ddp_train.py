@@ -21,7 +21,7 @@ def train(output_dir: str, per_device_batch: int):
     from datasets import Dataset
 
     from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
-    from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 
     torch.manual_seed(0)
     tok = char_tokenizer()

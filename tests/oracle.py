@@ -16,7 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hf_dlm import DiffusionLM
 from hf_dlm.configuration_dlm import DiffusionLMConfig
 from hf_dlm.modeling_dlm import CACHE_NAME
-from hf_dlm.tiny import tiny_config
+from hf_dlm.testing import tiny_config
 
 VOCAB = 40
 EOS, PAD, MASK = 1, 2, 3

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, BertConfig, BertForMaskedLM, GPT2
 
 from hf_dlm import DiffusionLM
 from hf_dlm.adapt import DEFAULT_MASK_TOKEN
-from hf_dlm.tiny import ENDOFTEXT, char_tokenizer, tiny_causal_lm, tiny_config
+from hf_dlm.testing import ENDOFTEXT, char_tokenizer, tiny_causal_lm, tiny_config
 from tests.conftest import BACKBONES, make_dlm
 
 IDS = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])

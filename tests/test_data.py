@@ -6,7 +6,7 @@ from datasets import Dataset, IterableDataset, load_dataset
 
 from hf_dlm.adapt import add_special_tokens
 from hf_dlm.data import DataCollatorForDiffusion, block_rows, detect_format, infer_format, prepare_dataset
-from hf_dlm.tiny import char_tokenizer
+from hf_dlm.testing import char_tokenizer
 
 # A chat template in the char tokenizer's alphabet; assistant turns end with EOS, like <|im_end|> in ChatML.
 # (transformers renders templates with trim_blocks: the newline after a block tag is dropped.)

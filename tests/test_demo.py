@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from hf_dlm import default_model, demo
+from hf_dlm import default as default_package
+from hf_dlm.cli import demo, options
 from hf_dlm.cli import main as cli_main
 from hf_dlm.generation_dlm import DiffusionGenerationConfig, DiffusionStep
 from tests.conftest import make_dlm
@@ -51,14 +52,14 @@ def test_decoding_flags_reach_the_decoder(checkpoint, capsys):
 def test_every_decoding_setting_has_a_flag():
     """A field added to DiffusionGenerationConfig without a flag would be unreachable from the CLI."""
     parser = argparse.ArgumentParser()
-    demo.add_decoding_arguments(parser)
+    options.add_decoding_arguments(parser)
     flags = {action.dest for action in parser._actions}
     not_flags = {"output_history", "return_dict_in_generate", "mask_token_id", "pad_token_id", "eos_token_id",
                  "bos_token_id", "transformers_version"}
     fields = set(DiffusionGenerationConfig().to_dict_own()) - not_flags
     assert fields <= flags, f"no flag for {sorted(fields - flags)}"
     args = parser.parse_args(["--repetition-penalty", "1.2", "--no-defer-repeats", "--no-cache"])
-    assert demo.decoding_settings(args) == {"repetition_penalty": 1.2, "defer_repeats": False, "use_cache": False}
+    assert options.decoding_settings(args) == {"repetition_penalty": 1.2, "defer_repeats": False, "use_cache": False}
 
 
 def test_prompts_come_from_a_file_and_from_stdin(checkpoint, capsys, monkeypatch, tmp_path):
@@ -115,7 +116,7 @@ def test_the_live_canvas_draws_masks_and_stops_at_eos():
 
 
 # ----------------------------------------------------------------------------------------------- the default
-_REAL_LOAD_DEFAULT = default_model.load_default  # taken before the fixture patches it
+_REAL_LOAD_DEFAULT = default_package.load_default  # taken before the fixture patches it
 
 @functools.cache
 def _default_pair():
@@ -126,7 +127,7 @@ def _default_pair():
 def default_model(monkeypatch):
     """The embedded default, loaded once for every slow test of this file."""
     pytest.importorskip("gguf")
-    monkeypatch.setattr("hf_dlm.default_model.load_default", lambda *a, autoregressive=False, **k:
+    monkeypatch.setattr("hf_dlm.default.load_default", lambda *a, autoregressive=False, **k:
                         _default_pair() if autoregressive else _default_pair()[0])
     return _default_pair()
 

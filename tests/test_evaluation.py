@@ -17,7 +17,7 @@ from hf_dlm.evaluation import (
     split_answer,
     summarize,
 )
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 from tests.conftest import make_dlm
 
 CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"

@@ -7,7 +7,7 @@ import torch
 
 from hf_dlm import DiffusionLM
 from hf_dlm.modeling_dlm import FewRowsHead
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 from tests.conftest import BACKBONES, KERNELS, make_dlm
 
 IDS = torch.tensor([[5, 9, 1, 7, 3, 8, 2, 6, 4, 10]])

@@ -15,7 +15,7 @@ DECODE = dict(max_new_tokens=16, block_length=8, length_strategy="grow", thresho
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     pytest.importorskip("gguf")
-    from hf_dlm.smollm2 import load_smollm2_diffusion
+    from hf_dlm.default.smollm2 import load_smollm2_diffusion
 
     try:
         model = load_smollm2_diffusion()

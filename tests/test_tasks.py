@@ -1,8 +1,13 @@
-"""The synthetic benchmark tasks: variable-length answers, exact checking, disjoint seeded splits."""
+"""The synthetic benchmark tasks (benchmarks/tasks.py): variable-length answers, exact checking, disjoint seeded
+splits."""
+
+import sys
+from pathlib import Path
 
 import pytest
 
-from hf_dlm.tasks import TASKS, in_test_split, is_correct, make_split
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the benchmark's modules are scripts
+from tasks import TASKS, in_test_split, is_correct, make_split  # noqa: E402
 
 
 def test_splits_are_disjoint_seeded_and_cover_every_task():

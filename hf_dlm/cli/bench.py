@@ -28,10 +28,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from .options import check_decoding, check_model, load_model
 
-from .evaluation import Answer, answer_autoregressive, answer_diffusion
+if TYPE_CHECKING:
+    from ..evaluation import Answer
+
 
 STRATEGIES = ("fixed", "grow", "predict")
 
@@ -100,7 +103,7 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     return records[:limit] if limit else records
 
 
-def causal_twin(dlm) -> torch.nn.Module:
+def causal_twin(dlm):
     """The diffusion model's backbone run causally: the same weights and shapes as an AR model, for a speed
     baseline when no AR checkpoint is at hand (its answers are not meaningful after diffusion training)."""
     backbone = copy.deepcopy(dlm.backbone)
@@ -111,6 +114,8 @@ def causal_twin(dlm) -> torch.nn.Module:
 
 
 def _decode(setting: Setting, dlm, ar_model, tokenizer, prompts: list[str]) -> list[Answer]:
+    from ..evaluation import answer_autoregressive, answer_diffusion
+
     if setting.method == "ar":
         # The diffusion model's eos ids end the AR answer too (the AR model may list fewer).
         eos = dlm.config.eos_token_id if dlm is not None else ar_model.generation_config.eos_token_id
@@ -178,19 +183,16 @@ def summarize(setting: Setting, answers: list[Answer], references: list[str | No
         result["per_answer"]["predicted_length"] = predicted
         if "true_length" in result["per_answer"]:
             errors = [p - t for p, t in zip(predicted, result["per_answer"]["true_length"])]
-            result["predict_error"] = _quantiles(errors)
+            result["predict_error"] = _error_summary(errors)
     return result
 
 
-def _quantiles(values: list[int]) -> dict:
-    ordered = sorted(values)
+def _error_summary(errors: list[int]) -> dict:
+    """Quantiles of predicted - true length, with the share predicted exactly and the share too short."""
+    from ..evaluation import quantiles
 
-    def q(p):
-        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
-
-    return {"mean": statistics.fmean(ordered), "p10": q(0.1), "median": q(0.5), "p90": q(0.9),
-            "min": ordered[0], "max": ordered[-1], "exact": sum(v == 0 for v in ordered) / len(ordered),
-            "under": sum(v < 0 for v in ordered) / len(ordered)}
+    return quantiles(errors) | {"exact": sum(e == 0 for e in errors) / len(errors),
+                                "under": sum(e < 0 for e in errors) / len(errors)}
 
 
 def add_ratios(results: list[dict]) -> list[dict]:
@@ -289,23 +291,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli_main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        budgets, thresholds = _ints(args.budgets), _floats(args.thresholds)
+    except ValueError as error:
+        parser.error(f"--budgets / --thresholds: {error}")
+    strategies = args.strategies.split(",")
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        parser.error(f"--strategies: unknown {unknown}; choose from {','.join(STRATEGIES)}")
+    for budget in budgets:
+        for threshold in thresholds:
+            check_decoding(parser, args.model, {"max_new_tokens": budget, "threshold": threshold,
+                                                "block_length": args.block_length})
+    check_model(parser, args.model)
+    if args.ar_model:
+        check_model(parser, args.ar_model)
+    if not Path(args.prompts).is_file():
+        parser.error(f"--prompts {args.prompts}: no such file")
 
-    import hf_dlm  # noqa: F401  (registers DiffusionLM with the Auto classes)
+    import torch
+    from transformers import AutoModelForCausalLM
 
-    dlm = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token is None:
-        raise ValueError(f"{args.model}'s tokenizer has no pad token; save it with the one adaptation added.")
+    dlm = load_model(parser, args.model).eval()
+    tokenizer = dlm.tokenizer
     ar_model = None
     if args.ar_model:
         ar_model = AutoModelForCausalLM.from_pretrained(args.ar_model).eval()
     elif args.ar_backbone:
         ar_model = causal_twin(dlm)
     caches = {"on": (True,), "off": (False,), "both": (True, False)}[args.cache]
-    settings = grid(_ints(args.budgets), _floats(args.thresholds), args.strategies.split(","), caches,
+    settings = grid(budgets, thresholds, strategies, caches,
                     args.block_length, ar=ar_model is not None, traditional=not args.no_traditional)
     records = load_prompts(args.prompts, args.limit)
     results = add_ratios(run(settings, dlm, tokenizer, records, ar_model=ar_model, batch_size=args.batch_size,
@@ -323,5 +341,5 @@ def cli_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Setting", "add_ratios", "cache_agreement", "causal_twin", "cli_main", "format_table", "grid",
+__all__ = ["Setting", "add_ratios", "cache_agreement", "causal_twin", "main", "format_table", "grid",
            "load_prompts", "run", "summarize"]

@@ -1,7 +1,7 @@
 """Synthetic tasks with variable-length answers that are checkable exactly: the benchmark's ground truth.
 
 Each task turns a target answer length into one `{"prompt", "completion"}` example (TRL's prompt/completion
-format). Answers run from 1 to 64-80 characters, so a character-level tokenizer (`hf_dlm.tiny.char_tokenizer`)
+format). Answers run from 1 to 64-80 characters, so a character-level tokenizer (`hf_dlm.testing.char_tokenizer`)
 sees answers of 1 to 80 tokens and the length of the right answer is known exactly: what `length_strategy`
 must find on its own.
 

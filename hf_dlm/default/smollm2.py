@@ -35,7 +35,7 @@ def find_smollm2_gguf() -> tuple[str, str]:
 
 def load_smollm2_diffusion(**kwargs):
     """Adapt SmolLM2-135M-Instruct from its GGUF into a DiffusionLM (untrained for diffusion: the AR weights)."""
-    from .modeling_dlm import DiffusionLM
+    from ..modeling_dlm import DiffusionLM
 
     directory, name = find_smollm2_gguf()
     return DiffusionLM.from_causal_lm(directory, gguf_file=name, **kwargs)

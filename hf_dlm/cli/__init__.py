@@ -1,0 +1,64 @@
+"""`hf-dlm`: the command line. One module per command; this dispatcher imports none of them until asked.
+
+    hf-dlm generate  decode prompts with any DiffusionLM checkpoint (cli/generate.py)
+    hf-dlm demo      watch the embedded default answer by diffusion, next to its AR self (cli/demo.py)
+    hf-dlm bench     length strategies, cache and AR compared on a JSONL of prompts (cli/bench.py)
+    hf-dlm train     adapt / fine-tune a causal LM with DiffusionTrainer (cli/train.py)
+
+Why so lazy: `import torch, transformers` takes seconds, and a user who typed `--help` or a wrong flag should get
+the answer at once. Every command parses and validates its arguments with the standard library only, then imports
+the heavy stack (tests/test_cli.py holds them to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "generate": ("decode prompts with any DiffusionLM checkpoint (default: the embedded model)", "generate"),
+    "demo": ("watch the embedded default answer by diffusion, next to its autoregressive self", "demo"),
+    "bench": ("compare length strategies, cache and AR decoding on a JSONL of prompts", "bench"),
+    "train": ("adapt or fine-tune a causal LM into a diffusion LM (DiffusionTrainer)", "train"),
+}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("hf-dlm")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-dlm",
+        description="Diffusion language models with variable-length decoding, on the Hugging Face stack.",
+        epilog="Run `hf-dlm COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"hf-dlm {version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (summary, _) in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{COMMANDS[argv[0]][1]}")
+        return module.main(argv[1:]) or 0
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    parser.parse_args(argv)  # --help, --version, or an unknown command: argparse answers and exits
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

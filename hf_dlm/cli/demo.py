@@ -1,0 +1,220 @@
+"""`hf-dlm demo`: the embedded default (SmolLM2-135M-Instruct + the shipped diffusion adapter, nothing downloaded)
+answers a prompt or two; the denoising is drawn live on a terminal (masks resolving into text), then each answer is
+set next to the one SmolLM2 gives autoregressively, with tokens, forward passes (NFE), tokens per forward and wall
+time. Off a terminal (a pipe, a log) it prints a line per stage instead of the animation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .options import (
+    add_decoding_arguments,
+    add_model_arguments,
+    check_decoding,
+    check_model,
+    decoding_settings,
+    progress,
+)
+from .options import load_model as load_model_or_exit
+
+DEMO_PROMPTS = (  # from the held-out set (examples/prompts/heldout.txt): the adapter never trained on them
+    "Explain the water cycle in simple terms.",
+    "Write a haiku about snow.",
+    "List three breakfast foods.",
+    "What is the difference between a fruit and a vegetable?",
+    "Give three tips for taking better photos.",
+)
+DEFAULT_PROMPT_COUNT = 2  # about a minute on 2 CPU cores, loading included
+MASK_GLYPH = "░"
+
+
+# ----------------------------------------------------------------------------------------------- demo
+class LiveCanvas:
+    """The `diffusion_generate` callback of the demo: redraws row 0's canvas after every step, masks as
+    `MASK_GLYPH`, tokens committed in the last step highlighted, with a progress bar of committed tokens."""
+
+    def __init__(self, tokenizer, mask_id: int, eos_ids: list[int], pad_id: int, live, title: str, delay: float = 0.0):
+        self.tokenizer, self.mask_id, self.eos_ids, self.pad_id = tokenizer, mask_id, set(eos_ids), pad_id
+        self.live, self.title, self.delay = live, title, delay
+        self.previous: list[int] | None = None
+        self.pieces: dict[int, str] = {}
+        self.started = time.perf_counter()
+        self.overhead = 0.0  # seconds spent drawing, subtracted from the measured decoding time
+
+    def piece(self, token: int) -> str:
+        if token not in self.pieces:
+            self.pieces[token] = self.tokenizer.decode([token])
+        return self.pieces[token]
+
+    def __call__(self, step) -> None:
+        start = time.perf_counter()
+        canvas = step.canvas[0, step.prompt_length :].tolist()
+        self.live.update(self.render(canvas, step))
+        self.previous = canvas
+        if self.delay:
+            time.sleep(self.delay)
+        self.overhead += time.perf_counter() - start
+
+    def render(self, canvas: list[int], step):
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        text, committed, length = Text(), 0, 0
+        for i, token in enumerate(canvas):
+            if token == self.pad_id and token not in self.eos_ids:
+                break  # outside the canvas
+            length += 1
+            if token in self.eos_ids:
+                text.append(" ⏎", style="bold magenta")
+                committed += 1
+                break
+            if token == self.mask_id:
+                text.append(MASK_GLYPH, style="grey50")
+                continue
+            committed += 1
+            fresh = self.previous is not None and i < len(self.previous) and self.previous[i] == self.mask_id
+            text.append(self.piece(token), style="bold green" if fresh else None)
+        elapsed = time.perf_counter() - self.started - self.overhead
+        status = Table.grid(padding=(0, 1))
+        status.add_row(ProgressBar(total=max(length, 1), completed=committed, width=30),
+                       Text(f"{committed}/{length} positions decided  step {step.step}  NFE {step.nfe}  "
+                            f"block {step.block + 1}  {elapsed:.1f} s", style="cyan"))
+        return Group(Panel(text, title=self.title, title_align="left", border_style="blue"), status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-dlm demo",
+        description="Watch SmolLM2-135M-Instruct answer by masked diffusion with variable length (the embedded "
+        "default: nothing is downloaded), next to the same model answering autoregressively.",
+    )
+    parser.add_argument("--prompt", action="append", default=None,
+                        help="a prompt of your own (repeat for several)")
+    parser.add_argument("--prompts", dest="count", type=int, default=DEFAULT_PROMPT_COUNT,
+                        help=f"how many built-in held-out prompts to answer (1-{len(DEMO_PROMPTS)}, default "
+                        f"{DEFAULT_PROMPT_COUNT}); ignored with --prompt")
+    parser.add_argument("--no-live", dest="live", action="store_false", help="no animation (scripts, CI, logs)")
+    parser.add_argument("--no-ar", dest="ar", action="store_false", help="skip the autoregressive comparison")
+    parser.add_argument("--step-delay", type=float, default=0.0, help="pause after each drawn step (seconds; "
+                        "not counted in the timings)")
+    add_model_arguments(parser, "the embedded SmolLM2 diffusion model (then with the AR comparison)")
+    add_decoding_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.count <= len(DEMO_PROMPTS):
+        parser.error(f"--prompts must be between 1 and {len(DEMO_PROMPTS)}, got {args.count}")
+    if args.prompt is not None and any(not p.strip() for p in args.prompt):
+        parser.error("a --prompt is empty: give some text to answer.")
+    if args.step_delay < 0:
+        parser.error(f"--step-delay must be >= 0, got {args.step_delay}")
+    settings = decoding_settings(args)
+    check_model(parser, args.model)
+    check_decoding(parser, args.model, settings)
+    prompts = args.prompt or list(DEMO_PROMPTS[: args.count])
+
+    from rich.console import Console
+
+    from ..evaluation import answer_autoregressive
+
+    console = Console()
+    live = args.live and console.is_terminal
+    console.rule("[bold]hf_dlm demo: a diffusion language model with variable-length decoding")
+    with_ar = args.ar and args.model is None
+    started = time.perf_counter()
+    loaded = load_model_or_exit(parser, args.model, args.dtype, args.device, args.threads, status=progress,
+                                autoregressive=with_ar)
+    model, ar_model = loaded if with_ar else (loaded, None)
+    tokenizer = model.tokenizer
+    config = model.generation_config
+    shown = {k: settings.get(k, getattr(config, k)) for k in ("length_strategy", "max_new_tokens", "block_length",
+                                                             "threshold", "use_cache")}
+    console.print(f"Loaded in {time.perf_counter() - started:.1f} s ({str(model.dtype).removeprefix('torch.')}, "
+                  f"{model.device}). Decoding: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+
+    rows = []
+    for number, prompt in enumerate(prompts, 1):
+        console.print()
+        console.rule(f"[bold]{number}/{len(prompts)}  {prompt}", align="left")
+        diffusion = _demo_diffusion(model, tokenizer, prompt, settings, live, console, args.step_delay)
+        if not live:
+            console.print(f"[bold blue]diffusion:[/] {diffusion.text}")
+        ar = None
+        if ar_model is not None:
+            with progress("autoregressive answer (one token per forward)"):
+                ar = answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=shown["max_new_tokens"])[0]
+        console.print(side_by_side(prompt, diffusion, ar, shown["length_strategy"]))
+        rows.append((diffusion, ar))
+    console.print()
+    console.print(totals_table(rows, shown["length_strategy"]))
+    if args.prompt is None and args.count < len(DEMO_PROMPTS):
+        print(f"More prompts: hf-dlm demo --prompts {len(DEMO_PROMPTS)}, or --prompt 'your own'.", file=sys.stderr)
+    return 0
+
+
+def _demo_diffusion(model, tokenizer, prompt, settings, live: bool, console, delay: float):
+    from ..evaluation import answer_diffusion
+
+    if not live:
+        with progress("diffusion answer"):
+            return answer_diffusion(model, tokenizer, [prompt], **settings)[0]
+    from rich.live import Live
+
+    strategy = settings.get("length_strategy", model.generation_config.length_strategy)
+    with Live(console=console, refresh_per_second=20, transient=False) as screen:
+        drawer = LiveCanvas(tokenizer, model.config.mask_token_id, model.config.eos_token_ids,
+                            model.config.pad_token_id, screen, f"diffusion ({strategy})", delay)
+        answer = answer_diffusion(model, tokenizer, [prompt], callback=drawer, **settings)[0]
+    answer.seconds -= drawer.overhead
+    return answer
+
+
+def _speed(answer) -> str:
+    return f"{len(answer.tokens) / answer.seconds:.1f}" if answer.seconds > 0 else "-"
+
+
+def side_by_side(prompt: str, diffusion, ar, strategy: str):
+    from rich.table import Table
+
+    table = Table(show_lines=True, expand=True, title_justify="left")
+    table.add_column("", style="bold", no_wrap=True)
+    if ar is not None:
+        table.add_column("autoregressive (SmolLM2)", ratio=1)
+    table.add_column(f"diffusion ({strategy})", ratio=1)
+    cells = [a for a in (ar, diffusion) if a is not None]
+    table.add_row("answer", *[a.text for a in cells])
+    table.add_row("tokens", *[f"{len(a.tokens)}{'' if a.ended else ' (budget)'}" for a in cells])
+    table.add_row("forwards (NFE)", *[str(a.nfe) for a in cells])
+    table.add_row("tokens / forward", *[f"{len(a.tokens) / max(a.nfe, 1):.2f}" for a in cells])
+    table.add_row("wall time", *[f"{a.seconds:.2f} s" for a in cells])
+    table.add_row("tokens/s", *[_speed(a) for a in cells])
+    return table
+
+
+def totals_table(rows: list[tuple], strategy: str):
+    from rich.table import Table
+
+    table = Table(title="All prompts", title_justify="left")
+    for name in ("decoder", "tokens", "forwards (NFE)", "tokens / forward", "wall time", "tokens/s"):
+        table.add_column(name, justify="left" if name == "decoder" else "right")
+    for name, answers in ((f"diffusion ({strategy})", [d for d, _ in rows]), ("autoregressive", [a for _, a in rows])):
+        if any(a is None for a in answers):
+            continue
+        tokens = sum(len(a.tokens) for a in answers)
+        nfe = sum(a.nfe for a in answers)
+        seconds = sum(a.seconds for a in answers)
+        table.add_row(name, str(tokens), str(nfe), f"{tokens / max(nfe, 1):.2f}", f"{seconds:.2f} s",
+                      f"{tokens / seconds:.1f}" if seconds else "-")
+    return table
+
+
+__all__ = ["DEMO_PROMPTS", "LiveCanvas", "build_parser", "main", "side_by_side", "totals_table"]

@@ -1,0 +1,197 @@
+"""What the decoding commands (`generate`, `demo`, `bench`) share: model and decoding flags, settings checked
+before anything heavy is loaded, prompts read and refused when empty, one model loader, progress lines.
+
+Standard library only at import time: `--help` and every bad-setting error must answer in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..settings_dlm import GENERATION_SETTINGS, validate_generation_settings
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def _optional_float(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
+
+
+# Flags that read better than the field name, and the fields a command line never sets.
+_FLAG_NAMES = {"length_strategy": ("--strategy", "--length-strategy"), "use_cache": ("--cache",)}
+_NOT_FLAGS = {"output_history", "return_dict_in_generate", "mask_token_id", "pad_token_id", "eos_token_id",
+              "bos_token_id"}
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per decoding setting (`settings_dlm.GENERATION_SETTINGS`, the table `DiffusionGenerationConfig`
+    is built from). Unset flags keep the model's generation_config.json."""
+    group = parser.add_argument_group("decoding (defaults: the model's generation_config.json)")
+    for setting in GENERATION_SETTINGS:
+        if setting.name in _NOT_FLAGS:
+            continue
+        flags = _FLAG_NAMES.get(setting.name, ("--" + setting.name.replace("_", "-"),))
+        kwargs = dict(dest=setting.name, default=argparse.SUPPRESS, help=setting.help)
+        if setting.choices:
+            kwargs["choices"] = setting.choices
+        if setting.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif setting.type is float:
+            kwargs["type"] = _optional_float if setting.optional else float
+        elif setting.type is int:
+            kwargs["type"] = _optional_int if setting.optional else int
+        else:
+            kwargs["type"] = setting.type
+        group.add_argument(*flags, **kwargs)
+
+
+def decoding_settings(args: argparse.Namespace) -> dict:
+    """The decoding flags the user gave (unset ones are absent: `default=SUPPRESS`), by setting name."""
+    names = {s.name for s in GENERATION_SETTINGS}
+    return {name: value for name, value in vars(args).items() if name in names}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=None, help=f"DiffusionLM checkpoint: a directory or Hub id (default: "
+                       f"{default_help})")
+    group.add_argument("--dtype", choices=DTYPES, default="auto",
+                       help="auto: bfloat16 on CPUs with native bfloat16 (AVX512-BF16/AMX) or GPUs, else float32")
+    group.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+# ----------------------------------------------------------------------------------------------- checks
+def saved_generation_settings(model: str | None) -> dict:
+    """The decoding defaults a model will bring (its generation_config.json), read as JSON without loading it:
+    the embedded default's adapter, or a local checkpoint. A Hub id is not fetched here: {}."""
+    if model is None:
+        directory = Path(__file__).resolve().parents[1] / "default" / "assets" / "default_adapter"
+    else:
+        directory = Path(model).expanduser()
+    path = directory / "generation_config.json"
+    if not path.is_file():
+        return {}
+    names = {s.name for s in GENERATION_SETTINGS}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in names}
+
+
+def check_decoding(parser: argparse.ArgumentParser, model: str | None, settings: dict) -> None:
+    """Refuse impossible decoding settings before the model loads: the flags over the model's saved defaults,
+    validated by the same function `DiffusionGenerationConfig.validate` calls."""
+    try:
+        validate_generation_settings(saved_generation_settings(model) | settings)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def check_model(parser: argparse.ArgumentParser, model: str | None) -> None:
+    if model is None:
+        return
+    from ..loading import ModelNotFoundError, check_model_source
+
+    try:
+        check_model_source(model)
+    except ModelNotFoundError as error:
+        parser.error(str(error))
+
+
+def read_prompts(parser: argparse.ArgumentParser, positional: list[str], file: str | None = None) -> list[str]:
+    """Prompts from arguments, a file (one per line) or stdin ('-', or piped input when none is given). An empty
+    prompt is refused: with the AR shift position 0 is never predicted, and there is nothing to answer."""
+    prompts = [p for p in positional if p != "-"]
+    if any(not p.strip() for p in prompts):
+        parser.error("a prompt is empty: give some text to answer (empty prompts are refused).")
+    if file is not None:
+        try:
+            with open(file) as handle:
+                prompts += [line.rstrip("\n") for line in handle if line.strip()]
+        except OSError as error:
+            parser.error(f"cannot read --file {file}: {error.strerror}")
+    if "-" in positional or (not positional and file is None and not sys.stdin.isatty()):
+        prompts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not prompts:
+        parser.error("no prompt: pass PROMPT arguments, --file FILE, or pipe prompts on stdin (one per line)")
+    return prompts
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def resolve_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        from ..default import preferred_dtype
+
+        return preferred_dtype()
+    return getattr(torch, name)
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def progress(message: str) -> contextlib.AbstractContextManager:
+    """A loading stage on stderr: a spinner on a terminal, else a line when it starts and one when it ends (logs
+    and pipes see progress too)."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        return Console(stderr=True).status(message + "...")
+    return _stage_lines(message)
+
+
+@contextlib.contextmanager
+def _stage_lines(message: str):
+    started = time.perf_counter()
+    print(f"{message}...", file=sys.stderr, flush=True)
+    yield
+    print(f"{message}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_name: str = "auto",
+               device_name: str | None = None, threads: int | None = None, status=progress, autoregressive=False):
+    """The embedded default (`name_or_path=None`; with `autoregressive=True` also SmolLM2 itself) or a saved
+    DiffusionLM, on the device. Load failures the user can fix end in `parser.error`, not a traceback."""
+    import torch
+
+    from ..loading import ModelNotFoundError, load_diffusion_lm
+
+    if threads:
+        torch.set_num_threads(threads)
+    dtype, device = resolve_dtype(dtype_name), resolve_device(device_name)
+    try:
+        if name_or_path is None:
+            from ..default import load_default
+
+            loaded = load_default(dtype, autoregressive=autoregressive, status=status)
+            return tuple(m.to(device) for m in loaded) if autoregressive else loaded.to(device)
+        with status(f"Loading {name_or_path}"):
+            return load_diffusion_lm(name_or_path, dtype=dtype).to(device).eval()
+    except (ModelNotFoundError, FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+
+
+__all__ = ["add_decoding_arguments", "add_model_arguments", "check_decoding", "check_model", "decoding_settings",
+           "load_model", "progress", "read_prompts", "resolve_device", "resolve_dtype", "saved_generation_settings"]

@@ -1,0 +1,162 @@
+"""`hf-dlm train`: adapt or fine-tune a causal LM into a diffusion LM with `DiffusionTrainer`.
+
+    hf-dlm train --model_name_or_path gpt2 --dataset_name data.jsonl --output_dir out --max_steps 1000
+
+Flags are the fields of `ModelArguments`, `DataArguments` (below) and `DiffusionTrainingArguments`
+(hf_dlm/training_args.py) with transformers' `TrainingArguments`: about 150 in all. `--help` shows the ones people
+set, grouped; `--help-all` shows every one. Settings are validated (the dataclasses' `__post_init__`) before any
+model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+# The flags `--help` shows, by group, in this order; every other flag still works (`--help-all` lists them).
+KEY_FLAGS = {
+    "model": ("model_name_or_path", "gguf_file", "tokenizer_name_or_path", "model_dtype", "use_peft", "lora_r",
+              "merge_adapter"),
+    "data": ("dataset_name", "dataset_train_split", "dataset_test_split", "dataset_format",
+             "max_length", "padding", "packing", "eos_fill"),
+    "diffusion objective": ("t_min", "t_max", "anneal_steps", "eos_always_masked", "block_rows", "block_length"),
+    "optimisation": ("output_dir", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+                     "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
+                     "bf16", "seed"),
+    "saving and logging": ("save_steps", "logging_steps", "report_to", "resume_from_checkpoint", "push_to_hub"),
+}
+
+
+@dataclass
+class ModelArguments:
+    """Which causal LM to adapt (or DiffusionLM to keep training), and LoRA."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Hub id or directory of a causal LM to adapt (gpt2, HuggingFaceTB/SmolLM2-135M, ...) or of a "
+                  "DiffusionLM checkpoint to keep training."}
+    )
+    gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside model_name_or_path."})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' (kernels honouring masks)."})
+    model_dtype: str | None = field(default=None, metadata={"help": "Load the weights in this dtype (e.g. bfloat16)."})
+    use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of every weight."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (DiffuLLaMA's SFT: 16)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt; default all linear layers (LM head excluded)."}
+    )
+    merge_adapter: bool = field(
+        default=False,
+        metadata={"help": "After LoRA training, also save the merged full model to <output_dir>/merged (loads with "
+                  "AutoModel.from_pretrained(..., trust_remote_code=True))."},
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from (the format and tokenisation are DiffusionTrainingArguments fields)."""
+
+    dataset_name: str = field(
+        metadata={"help": "Hub dataset id, a save_to_disk directory, or a local .txt/.json/.jsonl/.csv/.parquet file."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (none: no eval)."})
+    dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (set max_steps)."})
+
+
+def build_parser(full: bool = False):
+    """transformers' `HfArgumentParser` over the three dataclasses; unless `full`, only `KEY_FLAGS` show in the
+    help, in their groups (the others are parsed all the same)."""
+    from transformers import HfArgumentParser
+
+    from ..training_args import DiffusionTrainingArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionTrainingArguments))
+    parser.prog = "hf-dlm train"
+    parser.description = ("Adapt a causal LM (Hub id, directory, GGUF) into a diffusion LM, or keep training one, with "
+                          "DiffusionTrainer. docs/training.md is the guide.")
+    parser.add_argument("--help-all", action="store_true", help="list every flag, TrainingArguments' included")
+    if full:
+        return parser
+    by_dest = {action.dest: action for action in parser._actions}
+    shown = {dest for dests in KEY_FLAGS.values() for dest in dests}
+    for action in parser._actions:
+        if action.dest not in shown and action.dest not in ("help", "help_all"):
+            action.help = argparse.SUPPRESS
+    # Regroup the key flags: argparse prints groups in creation order, each with its own title.
+    for group in parser._action_groups:
+        group._group_actions = [a for a in group._group_actions if a.dest in ("help", "help_all")]
+    for title, dests in KEY_FLAGS.items():
+        group = parser.add_argument_group(title)
+        group._group_actions.extend(by_dest[d] for d in dests if d in by_dest)
+    parser.usage = "hf-dlm train --model_name_or_path M --dataset_name D --output_dir OUT [options]"
+    parser.epilog = "More flags (about 150, transformers' TrainingArguments): hf-dlm train --help-all"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`hf-dlm train`: adapt / fine-tune with DiffusionTrainer. Every DiffusionTrainingArguments field is a flag;
+    `--help` lists the ones people set, `--help-all` all of them (transformers' TrainingArguments included)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help-all" in argv or not argv or "-h" in argv or "--help" in argv:
+        build_parser(full="--help-all" in argv).print_help()
+        return 0
+    parser = build_parser(full=True)
+    try:
+        model_args, data_args, training_args, _ = parser.parse_args_into_dataclasses(args=argv)  # _: --help-all
+    except ValueError as error:  # __post_init__ validation: the message says what to change
+        parser.error(str(error))
+    from ..data import load_training_dataset
+    from ..loading import ModelNotFoundError, load_diffusion_lm
+
+    try:
+        model = load_diffusion_lm(
+            model_args.model_name_or_path,
+            adapt=True,
+            gguf_file=model_args.gguf_file,
+            tokenizer=model_args.tokenizer_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.model_dtype,
+        )
+    except ModelNotFoundError as error:
+        parser.error(str(error))
+    load = dict(config=data_args.dataset_config, streaming=data_args.dataset_streaming)
+    train_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_train_split, **load)
+    eval_dataset = None
+    if data_args.dataset_test_split:
+        eval_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_test_split, **load)
+    peft_config = None
+    if model_args.use_peft:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            target_modules=model_args.lora_target_modules,
+        )
+    from ..trainer import DiffusionTrainer
+
+    trainer = DiffusionTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=model.tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    if eval_dataset is not None:
+        trainer.evaluate()
+    if model_args.use_peft and model_args.merge_adapter and trainer.args.should_save:
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(os.path.join(training_args.output_dir, "merged"), tokenizer=model.tokenizer)
+    return 0
+
+
+__all__ = ["DataArguments", "KEY_FLAGS", "ModelArguments", "build_parser", "main"]

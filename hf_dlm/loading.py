@@ -1,0 +1,100 @@
+"""Load a `DiffusionLM` from whatever a user names: a DiffusionLM checkpoint (directory or Hub id), or a causal LM
+to adapt (directory, Hub id, GGUF file). The one loader behind `hf-dlm generate / demo / bench / train`, the
+trainer's `model="..."` and the lm-eval model, so that a wrong path or an offline Hub id gets the same clear
+message everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ModelNotFoundError(OSError):
+    """The named model is neither a local directory nor a reachable Hub repository (the message says which)."""
+
+
+def looks_like_path(name: str) -> bool:
+    """True when `name` can only be a local path: a Hub id is `name` or `owner/name`, never `/x`, `./x` or `a/b/c`."""
+    return (
+        name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or name.endswith("/")
+        or os.sep != "/" and os.sep in name
+    )
+
+
+def check_model_source(name: str) -> None:
+    """Raise `ModelNotFoundError` at once for a path that does not exist (before torch is even imported)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelNotFoundError(f"{name} is a file, not a model directory (for a GGUF file pass its directory "
+                                     f"and gguf_file=NAME).")
+        if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+            raise ModelNotFoundError(f"{name} holds no config.json: not a saved model directory.")
+        return
+    if looks_like_path(name):
+        raise ModelNotFoundError(f"{name}: no such directory.")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
+    """Turn transformers' long Hub error for a missing model into one sentence that says what to do."""
+    if _hub_offline():
+        return ModelNotFoundError(
+            f"{name} is not a local directory and HF_HUB_OFFLINE is set, so the Hub was not asked. Pass a saved "
+            f"model directory, or unset HF_HUB_OFFLINE to download {name}."
+        )
+    return ModelNotFoundError(
+        f"{name} is not a local directory and could not be fetched from the Hugging Face Hub "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). Check the name, "
+        f"your network, and for private repositories your token (`hf auth login`)."
+    )
+
+
+def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str | None = None,
+                      tokenizer: str | None = None, attn_implementation: str = "sdpa", dtype=None):
+    """A `DiffusionLM` with its tokenizer attached (`model.tokenizer`).
+
+    Args:
+        name_or_path: a DiffusionLM checkpoint (directory or Hub id), or, with `adapt=True`, a causal LM to adapt.
+        adapt: accept a causal LM and adapt it (`DiffusionLM.from_causal_lm`); otherwise a causal LM is refused
+            with the advice to adapt or train it first.
+        gguf_file: a GGUF file inside `name_or_path` (a causal LM: implies adaptation).
+        tokenizer: a tokenizer directory / id, if not the model's own.
+        attn_implementation / dtype: passed on (`dtype` a torch dtype or its name).
+    """
+    check_model_source(name_or_path)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .configuration_dlm import DiffusionLMConfig
+    from .modeling_dlm import DiffusionLM
+
+    if gguf_file is None:
+        try:
+            model_type = AutoConfig.from_pretrained(name_or_path).model_type
+        except OSError as error:
+            if Path(name_or_path).expanduser().is_dir():
+                raise
+            raise explain_load_error(name_or_path, error) from error
+        if model_type == DiffusionLMConfig.model_type:
+            model = DiffusionLM.from_pretrained(name_or_path, attn_implementation=attn_implementation, dtype=dtype)
+            model.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path)
+            return model
+        if not adapt:
+            raise ValueError(
+                f"{name_or_path} is a {model_type!r} model, not a DiffusionLM checkpoint. Adapt and train it first "
+                f"(`hf-dlm train --model_name_or_path {name_or_path} ...`, docs/training.md), or load it with "
+                f"DiffusionLM.from_causal_lm."
+            )
+    tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
+    return DiffusionLM.from_causal_lm(
+        name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype
+    )
+
+
+__all__ = ["ModelNotFoundError", "check_model_source", "explain_load_error", "load_diffusion_lm", "looks_like_path"]

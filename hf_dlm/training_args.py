@@ -1,0 +1,178 @@
+"""`DiffusionTrainingArguments`: `transformers.TrainingArguments` plus the masked-diffusion objective and the data.
+
+TRL's split (huggingface/trl `sft_config.py` / `sft_trainer.py`): the arguments live here, the trainer in
+`hf_dlm.trainer`; every field's `help` is the user documentation, and `__post_init__` is the one place a
+training setting is validated (the CLI, the trainer and the collator all rely on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .data import DATASET_FORMATS, PADDING_STRATEGIES
+from .noise import ELBO_T_MIN
+
+
+@dataclass
+class DiffusionTrainingArguments(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] plus the settings of the masked-diffusion objective and of the data.
+
+    Every field below can be given on the command line (`hf-dlm train --max_length 512 ...`). Defaults follow the
+    papers named in each help text; `docs/training.md` explains the choices.
+    """
+
+    # ------------------------------------------------------------------ data
+    max_length: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Tokens per row: the packed chunk size for text (DiffuGPT used 1024), the truncation length of SFT "
+            "examples, and the padded length with padding='max_length'. None keeps whole examples (no packing)."
+        },
+    )
+    dataset_text_field: str = field(
+        default="text", metadata={"help": "Column holding the documents of a 'text' dataset (TRL's name)."}
+    )
+    dataset_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "'text', 'prompt_completion' or 'messages' (TRL's formats). None detects it from the columns: "
+            "'messages', else 'prompt' + 'completion', else dataset_text_field. Tokenised datasets (an 'input_ids' "
+            "column, optional 'loss_mask') are used as they are."
+        },
+    )
+    packing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pack several examples into each max_length row (dLLM-Var's multi-sample packing, full attention "
+            "across them). None: pack 'text' (documents are concatenated and cut), not SFT formats; True for SFT "
+            "packs whole examples first-fit (none is split)."
+        },
+    )
+    eos_fill: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pad rows with EOS tokens that are attended and carry loss (LLaDA's SFT) instead of masked padding, "
+            "so that p(EOS) at canvas position j learns P(answer length <= j), the signal of "
+            "length_strategy='predict'. None: on for 'prompt_completion' and 'messages', off for 'text'."
+        },
+    )
+    padding: str = field(
+        default="longest",
+        metadata={
+            "help": "'longest' pads each batch to its longest row (LLaDA); 'max_length' pads every row to max_length, "
+            "so that EOS filling teaches every canvas position and a row's targets do not depend on its batch."
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for tokenisation (datasets.map num_proc)."}
+    )
+    # ------------------------------------------------------------- objective
+    t_min: float = field(
+        default=ELBO_T_MIN,
+        metadata={
+            "help": "Lowest noise level t (share of maskable tokens masked). MDLM / DiffuLLaMA's eps = 1e-3; "
+            "dLLM-Var uses 0.1. Loss weights are 1/t, so t_min bounds them."
+        },
+    )
+    t_max: float = field(
+        default=1.0, metadata={"help": "Highest noise level t. 1.0 for the ELBO; dLLM-Var uses 0.9."}
+    )
+    antithetic: bool = field(
+        default=True,
+        metadata={
+            "help": "Stratify the noise levels of the sequences one device processes per optimizer step (all "
+            "accumulation micro-batches together): t_i = t_min + (t_max - t_min) * ((u + i) / n mod 1) (MDLM). "
+            "Lowers the loss variance; False draws each t independently."
+        },
+    )
+    block_rows: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of training rows shown as semi-autoregressive *block rows* (hf_dlm.data.block_rows): the "
+            "answer's blocks before a random block k clean, block k noised, nothing after it: the view of "
+            "length_strategy='grow' and of every later block. 0 trains on whole canvases only (LLaDA / DiffuLLaMA)."
+        },
+    )
+    block_length: int = field(
+        default=32,
+        metadata={
+            "help": "Block size of block_rows, and of the two-stream rows of attention='causal_prefix' models; match "
+            "the block_length you decode with."
+        },
+    )
+    eos_always_masked: bool = field(
+        default=False,
+        metadata={
+            "help": "Mask every loss-carrying EOS whatever t (dLLM-Var), so the model always has to predict where "
+            "the text ends. Those tokens get weight 1 (they are masked with probability 1), not 1/t."
+        },
+    )
+    anneal_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Attention annealing (DiffuGPT): for the first anneal_steps optimizer steps the attention mask is "
+            "causal OR Bernoulli(min(1, (step + 1) / anneal_steps)). 0 (or 1) means bidirectional from the start "
+            "(DiffuLLaMA's SFT); DiffuGPT's adaptation used 10000."
+        },
+    )
+    mask_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "Seed of the noise (t, masks, annealed attention). None uses `seed`. The noise of an example "
+            "depends only on (mask_seed, optimizer step, its tokens), so accumulation, DDP and resume see the same "
+            "masks."
+        },
+    )
+    # ------------------------------------------------------------ monitoring
+    sample_prompts: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompts decoded with model.diffusion_generate at every evaluation (or every sample_steps) and "
+            "logged (written to <output_dir>/samples.jsonl)."
+        },
+    )
+    sample_steps: int | None = field(
+        default=None, metadata={"help": "Decode sample_prompts every this many steps; None: at each evaluation."}
+    )
+    sample_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of each sample."})
+    # ------------------------------------------------- TrainingArguments defaults
+    logging_steps: float = field(
+        default=10, metadata={"help": "Log every this many optimizer steps (TrainingArguments: 500; TRL: 10)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (position 0 is never predicted), got {self.max_length}.")
+        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
+            raise ValueError(f"dataset_format must be one of {DATASET_FORMATS} or None, got {self.dataset_format!r}.")
+        if self.padding not in PADDING_STRATEGIES:
+            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
+        if self.padding == "max_length" and self.max_length is None:
+            raise ValueError("padding='max_length' needs max_length.")
+        if self.packing and self.max_length is None:
+            raise ValueError("packing=True needs max_length (the length of a packed row).")
+        if not 0.0 < self.t_min <= self.t_max <= 1.0:
+            raise ValueError(
+                f"Need 0 < t_min <= t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}. t_min=0 would give "
+                f"weight 1/t = inf; use 1e-3 (MDLM) or 0.1 (dLLM-Var)."
+            )
+        if self.anneal_steps < 0:
+            raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
+        if not 0.0 <= self.block_rows <= 1.0:
+            raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
+        if self.block_length < 1:
+            raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
+        if self.sample_steps is not None and self.sample_steps < 1:
+            raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
+        if self.sample_max_new_tokens < 1:
+            raise ValueError(f"sample_max_new_tokens must be >= 1, got {self.sample_max_new_tokens}.")
+        if self.label_names is None:
+            # The diffusion loss needs no label tensor; an explicit empty list silences the Trainer's guess.
+            self.label_names = []
+
+
+__all__ = ["DiffusionTrainingArguments"]

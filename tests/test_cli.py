@@ -1,0 +1,131 @@
+"""The command line answers at once: `--help`, `--version` and every bad-setting error come back without importing
+torch or transformers (seconds saved on every typo), as one line on stderr, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from hf_dlm.cli import main as cli_main
+
+# Checks each flag's value before anything heavy: the process must not have imported these.
+PROBE = (
+    "import sys, runpy\n"
+    "sys.argv = ['hf-dlm', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('hf_dlm.cli', run_name='__main__')\n"
+    "except SystemExit as exit:\n"
+    "    heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+    "    print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+    "    raise\n"
+)
+
+
+def run_cli(*argv, stdin=""):
+    return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, input=stdin,
+                          timeout=60)
+
+
+def heavy_modules(result) -> str:
+    return result.stderr.rsplit("HEAVY=", 1)[1].strip()
+
+
+def test_help_lists_the_commands_without_importing_torch():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("generate", "demo", "bench", "train"):
+        assert command in result.stdout
+    assert heavy_modules(result) == ""
+
+
+def test_version_is_answered():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("hf-dlm ")
+    assert heavy_modules(result) == ""
+
+
+@pytest.mark.parametrize("command", ["generate", "demo", "bench"])
+def test_command_help_is_light(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and "--max-new-tokens" in result.stdout or command == "bench"
+    assert heavy_modules(result) == ""
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["generate", "--max-new-tokens", "-5", "Hi"], "max_new_tokens"),
+        (["generate", "--threshold", "2", "Hi"], "threshold"),
+        (["generate", "--threshold", "high", "Hi"], "expected a number"),
+        (["generate", "--strategy", "longest", "Hi"], "invalid choice"),
+        (["generate", "--steps", "7", "--max-new-tokens", "64", "--block-length", "16", "Hi"], "multiple of 4"),
+        (["generate", "--steps", "100", "--max-new-tokens", "64", "Hi"], "more than the 64 masks"),
+        (["generate", "--top-p", "0", "Hi"], "top_p"),
+        (["generate", "--model", "/no/such/dir", "Hi"], "/no/such/dir: no such directory"),
+        (["generate", "--model", "./missing-checkpoint", "Hi"], "no such directory"),
+        (["generate", ""], "prompt is empty"),
+        (["generate", "   "], "prompt is empty"),
+        (["generate", "--batch-size", "0", "Hi"], "--batch-size"),
+        (["demo", "--prompts", "9"], "--prompts must be between 1 and 5"),
+        (["demo", "--prompt", ""], "--prompt is empty"),
+        (["demo", "--block-length", "0"], "block_length"),
+        (["bench", "--model", "/no/such/dir", "--prompts", "p.jsonl"], "no such directory"),
+        (["bench", "--model", "x", "--prompts", "p.jsonl", "--strategies", "fixed,longest"], "unknown ['longest']"),
+        (["bench", "--model", "x", "--prompts", "p.jsonl", "--thresholds", "0.9,2"], "threshold"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_loads(argv, says):
+    result = run_cli(*argv)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert heavy_modules(result) == ""
+
+
+def test_an_offline_hub_id_is_explained_in_one_sentence(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["generate", "--model", "someone/no-such-model", "Hi"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "someone/no-such-model is not a local directory and HF_HUB_OFFLINE is set" in err
+
+
+def test_a_causal_lm_checkpoint_is_refused_with_advice(tmp_path, capsys):
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    tok = char_tokenizer()
+    tiny_causal_lm("gpt2", vocab_size=len(tok)).save_pretrained(tmp_path)
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--model", str(tmp_path), "Hi"])
+    assert "not a DiffusionLM checkpoint" in capsys.readouterr().err
+
+
+def test_train_help_leads_with_the_flags_people_set():
+    result = subprocess.run([sys.executable, "-m", "hf_dlm.cli", "train", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) < 170, f"{len(lines)} lines"
+    for flag in ("--model_name_or_path", "--dataset_name", "--max_length", "--anneal_steps", "--learning_rate",
+                 "--help-all"):
+        assert flag in result.stdout
+    full = subprocess.run([sys.executable, "-m", "hf_dlm.cli", "train", "--help-all"], capture_output=True,
+                          text=True, timeout=120)
+    assert "--adam_beta1" in full.stdout and "--adam_beta1" not in result.stdout
+
+
+def test_train_refuses_a_bad_setting_before_loading(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_dlm.cli", "train", "--model_name_or_path", str(tmp_path / "none"),
+         "--dataset_name", "d.jsonl", "--output_dir", str(tmp_path / "o"), "--t_min", "0"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "t_min" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_import_hf_dlm_is_light_and_names_load_on_use():
+    code = ("import sys, hf_dlm; assert 'torch' not in sys.modules, 'torch imported'; "
+            "from hf_dlm import DiffusionLM; from transformers import AutoConfig; "
+            "assert AutoConfig.for_model('diffusion_lm').__class__.__name__ == 'DiffusionLMConfig'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
