@@ -159,7 +159,10 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     @classmethod
     def from_causal_lm(cls, model_or_path, tokenizer=None, **kwargs):
-        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`."""
+        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`.
+
+        A causal LM instance becomes the backbone; if tokens are added, its embedding (and head) are new Parameters,
+        so build any optimizer after adapting: one built on the causal LM before would not update them."""
         from .adapt import from_causal_lm
 
         return from_causal_lm(model_or_path, tokenizer, **kwargs)
