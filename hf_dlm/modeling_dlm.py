@@ -131,6 +131,9 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     """A causal LM turned into a masked diffusion LM. Build one with `DiffusionLM.from_causal_lm(...)`."""
 
     generation_config_class = DiffusionGenerationConfig
+    # What `register_for_auto_class("AutoModel")` would set, declared on the class: `save_pretrained` writes
+    # `auto_map` (every REMOTE_AUTO_CLASSES entry) and copies the *_dlm.py files whether or not anything registered it.
+    _auto_class = "AutoModel"
     # Empty on purpose: the backbone declares its own tie (lm_head <-> embeddings) and transformers/peft collect it
     # from there. peft looks for this attribute on the outer model; unset (None), it misses the tie and a trained
     # mask-token row would reach the input embedding but not the LM head.
@@ -163,7 +166,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
         remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached."""
-        if self._auto_class is not None:
+        if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
             # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
             name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_dlm import DiffusionLM
+from hf_dlm import DiffusionLM, DiffusionLMConfig
 from hf_dlm.modeling_dlm import FewRowsHead
 from hf_dlm.tiny import char_tokenizer, tiny_causal_lm, tiny_config
 from tests.conftest import BACKBONES, KERNELS, make_dlm
@@ -258,3 +258,13 @@ def test_use_few_rows_head_refuses_a_head_that_is_not_a_plain_linear():
         lora.use_few_rows_head()
     merged = lora.merge_and_unload()
     assert type(merged.use_few_rows_head().get_output_embeddings()) is FewRowsHead
+
+
+def test_a_config_built_by_hand_needs_only_the_backbone_and_the_mask_token():
+    """The documented alternative to from_causal_lm: special tokens left unset are None, not missing attributes."""
+    config = DiffusionLMConfig(backbone_config=tiny_config("llama", 40), mask_token_id=39)
+    model = DiffusionLM(config)
+    assert (config.pad_token_id, config.eos_token_id, config.bos_token_id, config.eos_token_ids) == (None, None, None, [])
+    assert model.generation_config.mask_token_id == 39 and model.generation_config.pad_token_id is None
+    with torch.no_grad():
+        assert model(IDS).logits.shape == (1, IDS.shape[1], 40)
