@@ -41,7 +41,7 @@ def products(vocab: int, hidden: int, rows: list[int], repeats: int, dtype: torc
     torch.manual_seed(0)
     plain = torch.nn.Linear(hidden, vocab, bias=False, dtype=dtype)
     few = copy.deepcopy(plain)
-    few.__class__ = FewRowsHead  # what DiffusionLM's first inference forward does to its head
+    few.__class__ = FewRowsHead  # what DiffusionLM.use_few_rows_head() does to a model's head
     found = []
     with torch.no_grad():
         for n in rows:
@@ -58,19 +58,18 @@ def decode(prompt: str, max_new_tokens: int, repeats: int) -> dict:
     from hf_dlm.default import load_default
     from hf_dlm.evaluation import answer_diffusion
 
-    model = load_default(None)
-    limit, found = FewRowsHead.FEW_ROWS, {"dtype": str(model.dtype)}
+    model = load_default(None)  # its head is a FewRowsHead (load_default calls use_few_rows_head())
+    found = {"dtype": str(model.dtype)}
     try:
         for _ in range(repeats):
-            # FEW_ROWS = 0 makes the (swapped-in) FewRowsHead compute every product as nn.Linear does.
-            for name, rows in (("linear", 0), ("few_rows_head", limit)):
-                FewRowsHead.FEW_ROWS = rows
+            for name, enabled in (("linear", False), ("few_rows_head", True)):
+                model.use_few_rows_head(enabled)
                 answer = answer_diffusion(model, model.tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]
                 ms = 1000 * answer.seconds / answer.nfe
                 found[name] = min(found.get(name, ms), ms)
                 print(f"{name:14s} {len(answer.tokens)} tokens, {answer.nfe} forwards, {ms:.1f} ms / forward", flush=True)
     finally:
-        FewRowsHead.FEW_ROWS = limit
+        model.use_few_rows_head(True)
     return found | {"speedup": round(found["linear"] / found["few_rows_head"], 2)}
 
 

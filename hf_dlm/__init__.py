@@ -43,9 +43,7 @@ def register_auto_classes() -> None:
     AutoConfig.register(DiffusionLMConfig.model_type, DiffusionLMConfig, exist_ok=True)
     AutoModel.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
     AutoModelForMaskedLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
-    # register_for_auto_class makes save_pretrained write `auto_map` and copy the remote-code files.
-    DiffusionLMConfig.register_for_auto_class()
-    DiffusionLM.register_for_auto_class("AutoModel")  # save_pretrained adds AutoModelForMaskedLM to auto_map too
+    # Saving needs none of this: the classes declare `_auto_class`, so save_pretrained always writes `auto_map`.
     _registered = True
 
 

@@ -48,6 +48,11 @@ def from_causal_lm(
             prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`).
         dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
         load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...).
+
+    The causal LM passed in becomes the returned model's backbone (no copy). When tokens are added, its input
+    embedding and LM head get new, larger Parameter objects (ties kept; see `resize_embeddings_with_mean`): an
+    optimizer built on the causal LM before adapting holds the old ones and would not update those rows. Build the
+    optimizer (or the `DiffusionTrainer`) after adapting.
     """
     if attn_implementation not in MASK_HONOURING_ATTENTION:
         raise ValueError(
@@ -178,10 +183,15 @@ def resize_embeddings_with_mean(model: PreTrainedModel, vocab_size: int, new_tok
 
     New ids can fall inside the matrix: Qwen2 checkpoints pad it past the tokenizer (151936 rows, 151665 tokens),
     and those padding rows were never trained, so they are initialised too (and left out of the mean).
+
+    Every Parameter the resize grows is a new Parameter object afterwards (ties kept), so that the model trains
+    even while a graph built before the resize is alive (`_renew_resized_parameters` says why).
     """
     old = model.get_input_embeddings().weight.shape[0]
     if vocab_size > old:
+        before = _embedding_parameters(model)
         model.resize_token_embeddings(vocab_size, mean_resizing=False)
+        _renew_resized_parameters(model, before)
     new = sorted(new_token_ids) if new_token_ids is not None else list(range(old, vocab_size))
     if not new:
         return
@@ -194,6 +204,37 @@ def resize_embeddings_with_mean(model: PreTrainedModel, vocab_size: int, new_tok
             bias = getattr(emb, "bias", None)
             if bias is not None and bias.shape[0] == emb.weight.shape[0]:
                 bias[new] = bias[:reference].mean()
+
+
+def _embedding_parameters(model: PreTrainedModel) -> dict[int, tuple[torch.nn.Parameter, torch.Size]]:
+    """The Parameters of the input and output embeddings (weights and bias), by id, with their shapes."""
+    found = {}
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for param in (module.parameters(recurse=False) if module is not None else ()):
+            found[id(param)] = (param, param.shape)
+    return found
+
+
+def _renew_resized_parameters(model: PreTrainedModel, before: dict[int, tuple[torch.nn.Parameter, torch.Size]]) -> None:
+    """Give every Parameter that `resize_token_embeddings` grew in place a new Parameter object (same storage, dtype,
+    device and requires_grad), wherever the model holds it, so that ties stay ties.
+
+    transformers resizes the input embedding (and a tied head's bias) by swapping `.data` of the same Parameter. A
+    Parameter's autograd accumulator is created once and kept while any graph that used it is alive, with the shape it
+    had then: a causal LM trained in this process, whose last loss is still referenced (a notebook), would make the
+    first backward of the adapted model fail with "returned an invalid gradient ... got [V+2, d] but expected [V, d]".
+    A new Parameter object gets a new accumulator; its `.grad` starts empty instead of keeping the old shape.
+    """
+    renewed: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is None or id(param) not in before or param.shape == before[id(param)][1]:
+                continue
+            if id(param) not in renewed:
+                fresh = torch.nn.Parameter(param.detach(), requires_grad=param.requires_grad)
+                fresh.__dict__.update(param.__dict__)  # flags transformers keeps on parameters (e.g. initialised)
+                renewed[id(param)] = fresh
+            setattr(module, name, renewed[id(param)])
 
 
 def _eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:

@@ -41,9 +41,12 @@ class DiffusionLMConfig(PreTrainedConfig):
 
     model_type = "diffusion_lm"
     sub_configs = {"backbone_config": AutoConfig}
+    # What `register_for_auto_class()` would set, declared on the class so that every save writes `auto_map` and
+    # copies this file, whether or not anything registered the class (transformers sets it again on remote loads).
+    _auto_class = "AutoConfig"
 
     def __init__(self, backbone_config=None, mask_token_id=None, shift_logits=True, attention="bidirectional",
-                 **kwargs):
+                 pad_token_id=None, eos_token_id=None, bos_token_id=None, **kwargs):
         if attention not in ATTENTION_PATTERNS:
             raise ValueError(f"attention must be one of {ATTENTION_PATTERNS}, got {attention!r}.")
         if isinstance(backbone_config, dict):
@@ -52,6 +55,10 @@ class DiffusionLMConfig(PreTrainedConfig):
         self.mask_token_id = mask_token_id
         self.shift_logits = shift_logits
         self.attention = attention
+        # Declared here (transformers 5 configs no longer define them): a config built without one still has it.
+        self.pad_token_id = pad_token_id
+        self.eos_token_id = eos_token_id
+        self.bos_token_id = bos_token_id
         super().__init__(**kwargs)
 
     @classmethod

@@ -96,8 +96,8 @@ class FewRowsHead(torch.nn.Linear):
       (reproduced with a plain weight tensor, not always with an nn.Parameter). The embedded default's forward
       (bfloat16): 36.7 -> 29.2 ms; the same answers to the 62 held-out prompts (docs/decoding.md).
     Inference on CPU only (no autograd graph); on GPU, with gradients, or past `FEW_ROWS` rows it is `nn.Linear`.
-    Same weights and state dict: the model swaps its head's class in place on its first inference forward
-    (`use_few_rows_head`)."""
+    Same weights, tie and state dict: `DiffusionLM.use_few_rows_head()` swaps its head's class in place, an explicit
+    step (the default-model loader takes it); `forward` never changes a module's class."""
 
     FEW_ROWS = 16
 
@@ -109,13 +109,6 @@ class FewRowsHead(torch.nn.Linear):
         if self.bias is not None:
             out = out + self.bias
         return out.contiguous().view(*x.shape[:-1], self.out_features)  # row-major [..., vocab] like F.linear's
-
-
-def use_few_rows_head(model) -> None:
-    """Give `model`'s output embedding the FewRowsHead product, if it is a plain `nn.Linear` (not a PEFT wrapper)."""
-    head = model.get_output_embeddings()
-    if type(head) is torch.nn.Linear:
-        head.__class__ = FewRowsHead
 
 
 class DiffusionLMPreTrainedModel(PreTrainedModel):
@@ -138,6 +131,9 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     """A causal LM turned into a masked diffusion LM. Build one with `DiffusionLM.from_causal_lm(...)`."""
 
     generation_config_class = DiffusionGenerationConfig
+    # What `register_for_auto_class("AutoModel")` would set, declared on the class: `save_pretrained` writes
+    # `auto_map` (every REMOTE_AUTO_CLASSES entry) and copies the *_dlm.py files whether or not anything registered it.
+    _auto_class = "AutoModel"
     # Empty on purpose: the backbone declares its own tie (lm_head <-> embeddings) and transformers/peft collect it
     # from there. peft looks for this attribute on the outer model; unset (None), it misses the tie and a trained
     # mask-token row would reach the input embedding but not the LM head.
@@ -159,7 +155,10 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     @classmethod
     def from_causal_lm(cls, model_or_path, tokenizer=None, **kwargs):
-        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`."""
+        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`.
+
+        A causal LM instance becomes the backbone; if tokens are added, its embedding (and head) are new Parameters,
+        so build any optimizer after adapting: one built on the causal LM before would not update them."""
         from .adapt import from_causal_lm
 
         return from_causal_lm(model_or_path, tokenizer, **kwargs)
@@ -167,7 +166,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
         remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached."""
-        if self._auto_class is not None:
+        if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
             # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
             name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
@@ -177,6 +176,31 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
         if tokenizer is not None and kwargs.get("is_main_process", True):
             tokenizer.save_pretrained(save_directory)
+
+    def use_few_rows_head(self, enabled: bool = True) -> "DiffusionLM":
+        """Compute the LM head's product for the 2-16 rows a decoding forward scores as `W @ x^T` (`FewRowsHead`);
+        `enabled=False` makes it a plain `nn.Linear` again. Idempotent; returns the model.
+
+        Why: on CPU (MKL), `nn.Linear`'s `x @ W^T` for a few rows against a whole vocabulary is slow: SmolLM2's
+        head in float32 takes 11.6 ms for 5 rows against 3.7 ms as `W @ x^T` (1.3-6x for 2-16 rows); in bfloat16
+        the decoding loop's strided inputs hit a slow kernel, and the embedded default's forward goes from 36.7 to
+        29.2 ms (FewRowsHead's docstring has the details; `benchmarks/lm_head_product.py` measures both). The head
+        keeps its weights, tie and state dict, and computes as `nn.Linear` on GPU, under autograd and past 16 rows,
+        so training and saving are unchanged. An explicit step rather than a side effect of `forward`: a module
+        whose class changes while it runs surprises hooks, copies and wrappers (PEFT) made before.
+
+        Raises ValueError if the head is not a plain `nn.Linear` (e.g. a PEFT LoRA layer on `lm_head`: merge the
+        adapter first with `merge_and_unload()`)."""
+        head = self.get_output_embeddings()
+        wanted = FewRowsHead if enabled else torch.nn.Linear
+        if type(head) not in (torch.nn.Linear, FewRowsHead):
+            raise ValueError(
+                f"The LM head is a {type(head).__module__}.{type(head).__name__}, not a plain torch.nn.Linear, so "
+                f"use_few_rows_head() cannot give it the few-rows product. If it is a PEFT adapter layer, merge the "
+                f"adapter first (model = model.merge_and_unload()), then call use_few_rows_head()."
+            )
+        head.__class__ = wanted
+        return self
 
     def get_input_embeddings(self):
         return self.backbone.get_input_embeddings()
@@ -225,8 +249,6 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 raise ValueError("Give the KV cache as `cache=` or as `past_key_values=`, not both.")
             past_key_values = cache
         check_attention_implementation(self.backbone.config._attn_implementation)
-        if not torch.is_grad_enabled():  # inference: the faster CPU product for the few rows decoding scores
-            use_few_rows_head(self.backbone)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if getattr(self.config, "attention", "bidirectional") == "causal_prefix" and (
             attention_mask is None or attention_mask.dim() == 2

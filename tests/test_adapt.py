@@ -103,6 +103,42 @@ def test_new_rows_are_the_mean_of_the_old_and_every_ar_weight_is_kept(model_type
     assert tied == causal.config.tie_word_embeddings
 
 
+@pytest.mark.parametrize("model_type, overrides", [("gpt2", {}), ("llama", {"tie_word_embeddings": False})],
+                         ids=["tied-head", "untied-head"])
+def test_a_causal_lm_trained_in_this_process_adapts_and_trains_while_its_last_loss_is_alive(
+        model_type, overrides, tmp_path):
+    """The notebook path: train the causal LM, keep its `loss`, adapt it (the vocabulary grows by 2), train the
+    DiffusionLM. The resized embedding must not reuse the autograd accumulator of the old graph (old shape)."""
+    from datasets import Dataset
+
+    from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
+
+    causal, tok = causal_and_tokenizer(model_type, **overrides)
+    ids = torch.tensor([tok.encode("sort 3142=1234")])
+    optimizer = torch.optim.AdamW(causal.parameters(), lr=1e-3)
+    loss = causal(input_ids=ids, labels=ids).loss
+    loss.backward()
+    optimizer.step()
+
+    model = DiffusionLM.from_causal_lm(causal, tok)
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert (head is embedding) == (model_type == "gpt2") and embedding.requires_grad and head.requires_grad
+    assert embedding.grad is None and embedding.shape[0] == len(tok)
+    before = {"embedding": embedding.detach().clone(), "head": head.detach().clone()}
+    data = Dataset.from_dict({"text": [f"sort {a}{b}{c}={''.join(sorted(f'{a}{b}{c}'))}"
+                                       for a, b, c in zip("31415926", "27182818", "16180339")]})
+    args = DiffusionTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, disable_tqdm=True,
+                                      save_strategy="no", per_device_train_batch_size=4, learning_rate=1e-2,
+                                      max_steps=3, seed=0, max_length=16)
+    DiffusionTrainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
+
+    assert loss.grad_fn is not None  # the causal LM's graph was alive throughout
+    assert model.get_input_embeddings().weight is embedding and model.get_output_embeddings().weight is head
+    mask = tok.mask_token_id  # a row the resize created: fed as input, and scored by the head
+    assert not torch.equal(embedding[mask], before["embedding"][mask])
+    assert not torch.equal(head[: mask], before["head"][: mask])
+
+
 # ----------------------------------------------------------------------------------------------- sources
 def test_local_directory_adapts_like_the_loaded_model(tmp_path):
     causal, tok = causal_and_tokenizer("gpt2")

@@ -4,10 +4,11 @@ import copy
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
-from hf_dlm import DiffusionLM
+from hf_dlm import DiffusionLM, DiffusionLMConfig
 from hf_dlm.modeling_dlm import FewRowsHead
-from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import char_tokenizer, tiny_causal_lm, tiny_config
 from tests.conftest import BACKBONES, KERNELS, make_dlm
 
 IDS = torch.tensor([[5, 9, 1, 7, 3, 8, 2, 6, 4, 10]])
@@ -179,7 +180,8 @@ def test_hidden_states_and_inputs_embeds_pass_through():
 
 
 def few_rows_copy(plain: torch.nn.Linear) -> FewRowsHead:
-    """A FewRowsHead with `plain`'s weights (what the model's forward makes of its head, without touching `plain`)."""
+    """A FewRowsHead with `plain`'s weights (what `model.use_few_rows_head()` makes of its head, without touching
+    `plain`)."""
     head = copy.deepcopy(plain)
     head.__class__ = FewRowsHead
     return head
@@ -215,17 +217,54 @@ def test_few_rows_head_takes_a_view_of_the_last_rows_in_any_dtype(rows, dtype):
         torch.testing.assert_close(out, plain(x), rtol=tolerance, atol=tolerance)
 
 
-def test_inference_forward_gives_the_head_the_few_rows_product_and_keeps_weights_and_tie():
+def test_forward_never_changes_the_head_class():
+    model, _ = make_dlm("llama")
+    model(IDS)
+    with torch.no_grad():
+        model(IDS)
+        model.diffusion_generate(IDS, max_new_tokens=4, block_length=2)
+    assert type(model.get_output_embeddings()) is torch.nn.Linear
+
+
+def test_use_few_rows_head_gives_the_head_the_few_rows_product_and_keeps_weights_and_tie():
     model, _ = make_dlm("llama")  # tied head and embedding, like SmolLM2
     keys = set(model.state_dict())
-    logits = model(IDS).logits  # grad enabled (training): the head stays nn.Linear
-    assert type(model.get_output_embeddings()) is torch.nn.Linear
-    with torch.no_grad():
-        fast = model(IDS).logits
+    logits = model(IDS).logits
+    assert model.use_few_rows_head() is model
+    model.use_few_rows_head()  # idempotent
     head = model.get_output_embeddings()
     assert type(head) is FewRowsHead
     assert head.weight is model.get_input_embeddings().weight  # still tied
     assert set(model.state_dict()) == keys
-    torch.testing.assert_close(fast, logits.detach(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        fast = model(IDS, logits_to_keep=4).logits  # 5 rows reach the head: the W @ x^T product
+    torch.testing.assert_close(fast, logits[:, -4:].detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(IDS).logits, logits, rtol=0, atol=0)  # with autograd it is nn.Linear itself
     clone = copy.deepcopy(model)  # a class swapped in place still copies and pickles like any module
     assert type(clone.get_output_embeddings()) is FewRowsHead
+    model.use_few_rows_head(False)
+    assert type(model.get_output_embeddings()) is torch.nn.Linear and head.weight is model.get_input_embeddings().weight
+
+
+def test_use_few_rows_head_refuses_a_head_that_is_not_a_plain_linear():
+    from peft import LoraConfig, get_peft_model
+
+    tok = char_tokenizer()
+    config = tiny_config("llama", len(tok))
+    config.tie_word_embeddings = False  # a LoRA layer on a tied head is another matter (peft warns)
+    model = DiffusionLM.from_causal_lm(AutoModelForCausalLM.from_config(config), tok)
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["lm_head"]))
+    with pytest.raises(ValueError, match="not a plain torch.nn.Linear.*merge_and_unload"):
+        lora.use_few_rows_head()
+    merged = lora.merge_and_unload()
+    assert type(merged.use_few_rows_head().get_output_embeddings()) is FewRowsHead
+
+
+def test_a_config_built_by_hand_needs_only_the_backbone_and_the_mask_token():
+    """The documented alternative to from_causal_lm: special tokens left unset are None, not missing attributes."""
+    config = DiffusionLMConfig(backbone_config=tiny_config("llama", 40), mask_token_id=39)
+    model = DiffusionLM(config)
+    assert (config.pad_token_id, config.eos_token_id, config.bos_token_id, config.eos_token_ids) == (None, None, None, [])
+    assert model.generation_config.mask_token_id == 39 and model.generation_config.pad_token_id is None
+    with torch.no_grad():
+        assert model(IDS).logits.shape == (1, IDS.shape[1], 40)

@@ -3,8 +3,11 @@ torch and transformers (`AutoModel.from_pretrained(dir, trust_remote_code=True)`
 
 import ast
 import json
+import os
 import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -65,6 +68,39 @@ def test_checkpoint_holds_weights_config_code_tokenizer_and_no_pickle(checkpoint
         assert config["model_type"] == "diffusion_lm" and config["backbone_config"]["is_causal"] is False
 
 
+def test_checkpoint_carries_auto_map_and_code_without_any_auto_class_registration(tmp_path):
+    """`save_pretrained` writes auto_map and copies the code because the classes declare their Auto classes
+    (`_auto_class`), not because `hf_dlm/__init__` registered them: the package's `__init__` is not run here (a bare
+    `hf_dlm` package object stands in for it) and "diffusion_lm" is unknown to AutoConfig."""
+    script = textwrap.dedent("""
+        import importlib.util, sys, types
+        from transformers import GPT2Config
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        package = types.ModuleType("hf_dlm")  # hf_dlm without running its __init__.py
+        package.__path__ = list(importlib.util.find_spec("hf_dlm").submodule_search_locations)
+        sys.modules["hf_dlm"] = package
+        from hf_dlm.configuration_dlm import DiffusionLMConfig
+        from hf_dlm.modeling_dlm import DiffusionLM
+
+        assert "diffusion_lm" not in CONFIG_MAPPING and not hasattr(package, "__version__")
+        backbone = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=32, vocab_size=32, bos_token_id=0,
+                              eos_token_id=0)
+        config = DiffusionLMConfig(backbone_config=backbone, mask_token_id=31, pad_token_id=30, eos_token_id=0)
+        DiffusionLM(config).save_pretrained("saved")
+        """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                            env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    saved = tmp_path / "saved"
+    assert REMOTE_CODE <= {p.name for p in saved.iterdir()}
+    assert json.loads((saved / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_dlm.DiffusionLMConfig",
+        "AutoModel": "modeling_dlm.DiffusionLM",
+        "AutoModelForMaskedLM": "modeling_dlm.DiffusionLM",
+    }
+
+
 def test_remote_code_imports_only_torch_transformers_and_each_other(checkpoints):
     """Anything else would fail on a machine that has only torch and transformers (the standard library aside)."""
     path = checkpoints["gpt2"].path
@@ -103,7 +139,7 @@ def test_clean_interpreter_loads_with_automodel_and_decodes_identically(checkpoi
             model = AutoModel.from_pretrained(path, trust_remote_code=True)
             assert type(model).__name__ == "DiffusionLM" and "hf_dlm" not in type(model).__module__
             masked_lm = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True)
-            tok = AutoTokenizer.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)  # see test_saved_tokenizer_loads_...
             assert tok.mask_token_id == model.config.mask_token_id == model.generation_config.mask_token_id
             with torch.no_grad():
                 results[name + ".logits"] = model(**prompt, canvas_start={CANVAS_START}).logits
@@ -153,6 +189,41 @@ def test_tokenizer_and_model_agree_on_special_tokens_after_save_load(checkpoints
         assert tok.pad_token_id == config.pad_token_id and tok.eos_token_id == config.eos_token_id
         assert tok.encode(tok.mask_token, add_special_tokens=False) == [config.mask_token_id]
         assert len(tok) == config.backbone_config.vocab_size
+
+
+def test_saved_tokenizer_loads_with_no_question_and_no_warning_with_or_without_hf_dlm(checkpoints, tmp_path):
+    """Where hf_dlm is imported, `AutoTokenizer.from_pretrained(dir)` knows the config's model type "diffusion_lm"
+    and loads plainly. Without hf_dlm, transformers 5.24 reads config.json before any tokenizer file, and an unknown
+    model type with an `auto_map` makes it ask whether to run configuration_dlm.py (declined: a "model of type ``"
+    warning), whatever the tokenizer files say; `trust_remote_code=True`, the flag that loads the model there, loads
+    the tokenizer plainly too. stdin reads nothing: a question would fail fast and show in the output."""
+    path = str(checkpoints["llama"].path)
+    expected = checkpoints["llama"].tokenizer
+    text = f"sort 31{expected.mask_token}2="
+    want = {"warnings": [], "ids": expected.encode(text), "size": len(expected), "mask": expected.mask_token_id,
+            "pad": expected.pad_token_id}
+
+    def load_tokenizer(load_kwargs):
+        return textwrap.dedent(f"""
+            import json, os, sys, warnings
+            warnings.simplefilter("always")
+            from transformers import AutoTokenizer
+
+            with open(os.devnull) as sys.stdin, warnings.catch_warnings(record=True) as caught:
+                tok = AutoTokenizer.from_pretrained({path!r}, **{load_kwargs!r})
+            print(json.dumps({{"warnings": [str(w.message) for w in caught], "ids": tok.encode({text!r}),
+                              "size": len(tok), "mask": tok.mask_token_id, "pad": tok.pad_token_id}}))
+            """)
+
+    with_hf_dlm = subprocess.run(
+        [sys.executable, "-c", "from hf_dlm import DiffusionLM\n" + load_tokenizer({})], cwd=tmp_path,
+        env=os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}, capture_output=True, text=True,
+        timeout=240,
+    )
+    assert with_hf_dlm.returncode == 0, with_hf_dlm.stderr
+    without_hf_dlm = run_without_hf_dlm(load_tokenizer({"trust_remote_code": True}), cwd=tmp_path)
+    for result in (with_hf_dlm, without_hf_dlm):
+        assert (result.stdout.strip(), result.stderr) == (json.dumps(want), "")
 
 
 def test_save_pretrained_writes_the_tokenizer_passed_to_it(checkpoints, tmp_path):

@@ -188,7 +188,8 @@ def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_
             loaded = load_default(dtype, autoregressive=autoregressive, status=status)
             return tuple(m.to(device) for m in loaded) if autoregressive else loaded.to(device)
         with status(f"Loading {name_or_path}"):
-            return load_diffusion_lm(name_or_path, dtype=dtype).to(device).eval()
+            # Inference only: the explicit FewRowsHead step (faster LM head for the few rows a step scores, on CPU).
+            return load_diffusion_lm(name_or_path, dtype=dtype).to(device).eval().use_few_rows_head()
     except (ModelNotFoundError, FileNotFoundError, ValueError) as error:
         parser.error(str(error))
 
