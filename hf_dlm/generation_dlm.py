@@ -1,15 +1,20 @@
 """Variable-length diffusion decoding: `DiffusionLM.diffusion_generate`.
 
-Remote code: copied next to every saved checkpoint; imports only torch and transformers.
+Remote code: copied next to every saved checkpoint; imports only torch, transformers and `settings_dlm.py` (the
+settings' table and validation, standard library only, so the CLI can check flags without torch).
 
-One engine, three length strategies (docs/decoding.md has worked examples):
-- `fixed`   LLaDA (github.com/ML-GSAI/LLaDA, generate.py): a canvas of `max_new_tokens` masks decoded in
-            semi-autoregressive blocks; the tail fills with EOS. The baseline: its cost follows the budget.
-- `grow`    dLLM-Var (github.com/maomaocun/dLLM-Var): the canvas starts as one block; a row whose canvas is fully
-            decoded without an EOS gets another block; a row stops at its first EOS.
-- `predict` the seed's mechanism: the first forward runs over prompt + `max_new_tokens` masks; p(EOS) at every
-            position gives an upper bound on the answer's length; later steps run on that shorter canvas; a row
-            that outgrows its bound continues as `grow`.
+One engine, three length strategies (docs/decoding.md has worked examples), each a small class below:
+- `fixed`   `FixedLength`, LLaDA (github.com/ML-GSAI/LLaDA, generate.py): a canvas of `max_new_tokens` masks
+            decoded in semi-autoregressive blocks; the tail fills with EOS. The baseline: its cost follows the budget.
+- `grow`    `GrowLength`, dLLM-Var (github.com/maomaocun/dLLM-Var): the canvas starts as one block; a row whose
+            canvas is fully decoded without an EOS gets another block; a row stops at its first EOS.
+- `predict` `PredictLength`, the seed's mechanism: the first forward runs over prompt + `max_new_tokens` masks;
+            p(EOS) at every position gives an upper bound on the answer's length; later steps run on that shorter
+            canvas; a row that outgrows its bound continues as `grow`.
+A strategy answers four questions through the hooks of `LengthStrategy`: how long every canvas starts, what the
+first forward tells (`predict` sets its bound), which positions of the block may commit, and after each commit which
+rows are done and which grow. `LENGTH_STRATEGY_CLASSES` maps `length_strategy` names to classes: a fourth strategy
+is one class and one entry there.
 
 Unmasking (which masks to commit per step): a per-block schedule from `steps` (LLaDA) and/or a confidence
 `threshold` (Fast-dLLM, github.com/NVlabs/Fast-dLLM: commit every mask whose token probability clears it, at
@@ -25,12 +30,16 @@ with a causal context), whose context never attends to anything after it.
 
 Batches: left-padded prompts; all rows work on the same block index (a row done with its block waits without
 committing, which cannot change its tokens); finished rows leave the batch and the cache.
+
+Reading order: `DiffusionGenerationConfig` (the settings), the output types, `DiffusionGenerationMixin` (argument
+checks, then one `_Decoder` per call), tensor helpers, the length strategies, and `_Decoder`: its state, the canvas
+bookkeeping, the forward (and the cache), choosing and committing tokens, per-row stopping, and the loop `run`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,7 +49,12 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 from .settings_dlm import (
-    GENERATION_DEFAULTS,
+    LENGTH_STRATEGIES,
+    SETTINGS,
+    UNMASKING_RULES,
+    num_blocks,
+    refuse_unknown_settings,
+    steps_per_block,
     token_id_list,
     validate_generation_settings,
 )
@@ -57,7 +71,7 @@ class DiffusionGenerationConfig(GenerationConfig):
         length_strategy (`str`, defaults to `"predict"`):
             `"fixed"` (LLaDA: a canvas of `max_new_tokens` masks, tail filled with EOS), `"grow"` (dLLM-Var: one
             block at a time until EOS) or `"predict"` (bound the length from p(EOS) at the first step, then decode
-            that canvas, growing if needed).
+            that canvas, growing if needed), or the name of a plug-in registered in `LENGTH_STRATEGY_CLASSES`.
         block_length (`int`, defaults to 32):
             Tokens per semi-autoregressive block. Masks are only committed inside the current block.
         steps (`int`, *optional*):
@@ -95,6 +109,7 @@ class DiffusionGenerationConfig(GenerationConfig):
             0 decodes greedily (argmax); > 0 samples from softmax(logits / temperature).
         top_k (`int`, *optional*) / top_p (`float`, *optional*):
             Restrict sampling to the k most likely tokens / the smallest set with cumulative probability >= top_p.
+            They need `temperature > 0`: greedy decoding would ignore them, so that combination is refused.
         seed (`int`, *optional*):
             Seeds a `torch.Generator` for sampling and `unmasking="random"` (a `generator=` argument wins).
         predict_threshold (`float` in (0, 1), defaults to 0.5):
@@ -117,17 +132,14 @@ class DiffusionGenerationConfig(GenerationConfig):
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig we do not call GenerationConfig.__init__: most of its
         # autoregressive flags (beams, repetition penalty, ...) mean nothing here and would be silently ignored.
-        # Defaults and validation live in settings_dlm (standard library only: the CLI checks flags with them).
-        for name, default in GENERATION_DEFAULTS.items():
-            setattr(self, name, kwargs.pop(name, default))
+        # Fields and defaults: settings_dlm.SETTINGS, the one table the CLI builds its flags from too.
+        for setting in SETTINGS:
+            setattr(self, setting.name, kwargs.pop(setting.name, setting.default))
         # Metadata written by transformers.
         self._commit_hash = kwargs.pop("_commit_hash", None)
         self._from_model_config = kwargs.pop("_from_model_config", None)
         self.transformers_version = kwargs.pop("transformers_version", None)
-        if kwargs:
-            raise ValueError(
-                f"Unknown diffusion generation settings: {sorted(kwargs)}. Valid ones: {sorted(self.to_dict_own())}."
-            )
+        refuse_unknown_settings(kwargs)
         self.validate()
 
     def to_dict_own(self) -> dict:
@@ -156,17 +168,16 @@ class DiffusionGenerationConfig(GenerationConfig):
 
     @property
     def num_blocks(self) -> int:
-        return math.ceil(self.max_new_tokens / self.block_length)
-
-    def validate(self, strict: bool = False, **unused) -> None:
-        """Raise `ValueError` saying what to change (`settings_dlm.validate_generation_settings`)."""
-        validate_generation_settings(self.to_dict_own())
+        return num_blocks(self.max_new_tokens, self.block_length)
 
     @property
     def steps_per_block(self) -> int | None:
-        if self.steps is None:
-            return None if self.threshold is not None else self.block_length
-        return self.steps // self.num_blocks
+        return steps_per_block(self.max_new_tokens, self.block_length, self.steps, self.threshold)
+
+    def validate(self, strict: bool = False, **unused) -> None:
+        """Raise `ValueError` saying what to change (settings_dlm.validate_generation_settings: the checks live
+        there). Nothing is clamped silently. `length_strategy` may name any registered strategy, plug-ins too."""
+        validate_generation_settings(self.to_dict_own(), tuple(LENGTH_STRATEGY_CLASSES))
 
     def get_generation_mode(self, *args, **kwargs):
         raise NotImplementedError("DiffusionGenerationConfig drives diffusion_generate, not autoregressive modes.")
@@ -258,8 +269,6 @@ class DiffusionGenerationMixin:
             raise ValueError("No eos_token_id: variable-length decoding needs one; set model.config.eos_token_id.")
         if config.pad_token_id is None:
             raise ValueError("No pad_token_id: set model.config.pad_token_id (batches and finished rows need it).")
-        if config.output_history and not config.return_dict_in_generate:
-            raise ValueError("output_history=True needs return_dict_in_generate=True (the history is in the output).")
         return config
 
     @torch.no_grad()
@@ -348,8 +357,139 @@ def apply_repetition_penalty(
     return torch.where(seen[:, None, :], penalised, logits)
 
 
+# ----------------------------------------------------------------------------------------------- length strategies
+class LengthStrategy(ABC):
+    """How long each row's canvas is and when a row is done: the part of decoding that `fixed`, `grow` and
+    `predict` do differently. Everything else (forwards, the cache, choosing and committing tokens) is `_Decoder`'s.
+
+    The decoder makes one instance per `diffusion_generate` call, passing itself, and calls the hooks in this order:
+
+    1. `initial_length()`, once: every row's canvas starts as this many masks.
+    2. `after_first_forward(rows, logits)`, once, with the first forward's logits over the whole canvas.
+    3. Every step: `may_commit(rows, start, end)` before committing masks in the current block, then
+       `after_commit(rows)`, which says which rows are done (and may give the others a longer canvas).
+    4. `output_fields()`, once: the strategy's own fields of `DiffusionGenerateOutput`.
+
+    `rows` are the indices of the active rows (finished rows have left the batch); positions are canvas positions
+    (0 = the first answer token). What strategies may use of the decoder: `budget`, `block_length`, `config`,
+    `mask_id`, `eos_ids`, `canvas(rows)`, `canvas_len` and `resize_canvas(rows, lengths)`.
+    """
+
+    def __init__(self, decoder: _Decoder):
+        self.decoder = decoder
+
+    @abstractmethod
+    def initial_length(self) -> int:
+        """Canvas length (masks) of every row before the first forward, at most `decoder.budget`."""
+
+    def after_first_forward(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        """Read the first forward's logits [rows, canvas, vocab] (the canvas from position 0) before any commit.
+        Default: nothing to read (only `predict` looks)."""
+        return None
+
+    def may_commit(self, rows: torch.Tensor, start: int, end: int) -> torch.BoolTensor | None:
+        """Which positions in [start, end) of the current block may commit this step, [rows, end - start];
+        None: every mask may."""
+        return None
+
+    @abstractmethod
+    def after_commit(self, rows: torch.Tensor) -> torch.BoolTensor:
+        """Which of `rows` are done [rows] after this step's commits; may resize the canvases of the others."""
+
+    def output_fields(self) -> dict:
+        """Fields of `DiffusionGenerateOutput` this strategy fills (e.g. `predicted_lengths`)."""
+        return {}
+
+
+class FixedLength(LengthStrategy):
+    """LLaDA: the canvas is the whole budget, decoded block by block; the tail fills with EOS (stripped from the
+    output). A row is done when no mask is left."""
+
+    def initial_length(self) -> int:
+        return self.decoder.budget
+
+    def after_commit(self, rows: torch.Tensor) -> torch.BoolTensor:
+        decoder = self.decoder
+        return ~(decoder.canvas(rows) == decoder.mask_id).any(-1)
+
+
+class GrowLength(LengthStrategy):
+    """dLLM-Var: the canvas starts as one block; a row fully decoded without an EOS gets another block (up to the
+    budget); a row is done once it has an EOS with no mask before it, or fills the budget."""
+
+    def initial_length(self) -> int:
+        return min(self.decoder.block_length, self.decoder.budget)
+
+    def may_commit(self, rows: torch.Tensor, start: int, end: int) -> torch.BoolTensor:
+        # Positions after a row's first committed EOS are discarded from the answer: never spend a commit there
+        # (a model trained with EOS fill is most confident about exactly those positions).
+        decoder = self.decoder
+        canvas = decoder.canvas(rows)[:, :end]
+        first_eos = first_true(torch.isin(canvas, decoder.eos_ids), end)
+        position = torch.arange(start, end, device=canvas.device)
+        return position[None, :] < first_eos[:, None]
+
+    def after_commit(self, rows: torch.Tensor) -> torch.BoolTensor:
+        decoder = self.decoder
+        canvas = decoder.canvas(rows)
+        canvas_len = decoder.canvas_len[rows]
+        index = torch.arange(decoder.budget, device=canvas.device)
+        is_eos = torch.isin(canvas, decoder.eos_ids) & (index[None, :] < canvas_len[:, None])
+        is_mask = canvas == decoder.mask_id
+        first_eos = first_true(is_eos, decoder.budget)
+        masks_before_eos = (is_mask & (index[None, :] < first_eos[:, None])).any(-1)
+        all_decoded = ~is_mask.any(-1)
+        done = (is_eos.any(-1) & ~masks_before_eos) | (all_decoded & (canvas_len >= decoder.budget))
+        grow = all_decoded & ~done
+        if grow.any():
+            grown = rows[grow]
+            decoder.resize_canvas(grown, (decoder.canvas_len[grown] + decoder.block_length).clamp(max=decoder.budget))
+        return done
+
+
+class PredictLength(GrowLength):
+    """The seed's mechanism: the first forward sees the whole budget as masks; with EOS-filled training targets,
+    p(EOS) at canvas position j estimates P(length <= j), so the first position where it reaches
+    `predict_threshold` is the predicted length. The canvas is cut to predicted + 1 (the EOS) + `length_margin`
+    (at most the budget); a row that fills it without an EOS grows as in `GrowLength`."""
+
+    def __init__(self, decoder: _Decoder):
+        super().__init__(decoder)
+        self.predicted_lengths: torch.LongTensor | None = None
+        self.bound: torch.LongTensor | None = None
+
+    def initial_length(self) -> int:
+        return self.decoder.budget
+
+    def after_first_forward(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        decoder = self.decoder
+        p_eos = logits.softmax(-1)[..., decoder.eos_ids].sum(-1)  # [rows, budget]
+        first = first_true(p_eos >= decoder.config.predict_threshold, decoder.budget)
+        self.predicted_lengths = first.clone()
+        self.bound = (first + 1 + decoder.config.length_margin).clamp(max=decoder.budget)
+        decoder.resize_canvas(rows, self.bound)
+
+    def output_fields(self) -> dict:
+        return {"predicted_lengths": self.predicted_lengths, "grew": self.decoder.canvas_len > self.bound}
+
+
+# `length_strategy` name -> class. The built-in names are settings_dlm.LENGTH_STRATEGIES (what the CLI offers);
+# DiffusionGenerationConfig.validate accepts every name here, so a plug-in strategy is a class and an entry.
+LENGTH_STRATEGY_CLASSES: dict[str, type[LengthStrategy]] = {
+    "fixed": FixedLength,
+    "grow": GrowLength,
+    "predict": PredictLength,
+}
+
+
+# ----------------------------------------------------------------------------------------------- the decoder
 class _Decoder:
-    """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only."""
+    """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only.
+
+    `seq` [batch, prompt + budget] holds the left-padded prompts, then each row's canvas: `canvas_len[row]`
+    positions of tokens and masks, pad after it. `block` is the index of the current block (the same for all
+    rows). The length strategy decides `canvas_len` and when a row is done; this class does everything else.
+    """
 
     def __init__(self, model, config: DiffusionGenerationConfig, input_ids, attention_mask, generator, callback):
         self.model, self.config, self.generator, self.callback = model, config, generator, callback
@@ -361,16 +501,16 @@ class _Decoder:
         self.mask_id = config.mask_token_id
         self.pad_id = config.pad_token_id
         self.eos_ids = torch.tensor(config.eos_token_ids, device=device)
-        self.variable = config.length_strategy != "fixed"
         self.causal_prefix = getattr(model.config, "attention", "bidirectional") == "causal_prefix"
+        self.length_strategy = LENGTH_STRATEGY_CLASSES[config.length_strategy](self)
 
         width = self.prompt_length + self.budget
         self.seq = torch.full((batch, width), self.pad_id, dtype=torch.long, device=device)
         self.seq[:, : self.prompt_length] = torch.where(attention_mask.bool(), input_ids, self.pad_id)
         self.prompt_mask = attention_mask
-        start = {"fixed": self.budget, "grow": min(self.block_length, self.budget), "predict": self.budget}
         self.canvas_len = torch.zeros(batch, dtype=torch.long, device=device)
-        self._resize_canvas(torch.arange(batch, device=device), torch.full_like(self.canvas_len, start[config.length_strategy]))
+        start = torch.full_like(self.canvas_len, self.length_strategy.initial_length())
+        self.resize_canvas(torch.arange(batch, device=device), start)
 
         self.active = torch.arange(batch, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -380,8 +520,6 @@ class _Decoder:
         self.step_in_block = 0
         self.step = 0
         self.history: list[torch.Tensor] = []
-        self.predicted_lengths = None
-        self.bound = None
         self.cache = DynamicCache() if config.use_cache else None
         self.cached = 0  # positions held by the cache (same for every active row)
 
@@ -392,10 +530,14 @@ class _Decoder:
         self.banned = torch.tensor(banned, device=device)
 
     # ----------------------------------------------------------------- canvas bookkeeping
-    def _resize_canvas(self, rows: torch.Tensor, new_len: torch.Tensor) -> None:
+    def canvas(self, rows: torch.Tensor) -> torch.LongTensor:
+        """The answer region of `rows` [rows, budget] (a copy): tokens and masks, pad past each row's canvas."""
+        return self.seq[rows, self.prompt_length :]
+
+    def resize_canvas(self, rows: torch.Tensor, new_len: torch.Tensor) -> None:
         """Set the canvas length of `rows`: new positions become masks, positions past the end become pad."""
         index = torch.arange(self.budget, device=self.device)[None, :]
-        canvas = self.seq[rows, self.prompt_length :]
+        canvas = self.canvas(rows)
         canvas = torch.where(index >= self.canvas_len[rows, None], self.mask_id, canvas)
         canvas = torch.where(index >= new_len[:, None], self.pad_id, canvas)
         self.seq[rows, self.prompt_length :] = canvas
@@ -492,14 +634,10 @@ class _Decoder:
         x0, p_x0, score = self._sample(block_logits)
         current = self.seq[rows, block_start:block_end]
         is_mask = current == self.mask_id
-        if self.variable:
-            # Positions after a row's first committed EOS are discarded from the answer: never spend a commit
-            # there (a model trained with EOS fill is most confident about exactly those positions).
-            canvas = self.seq[rows, self.prompt_length : block_end]
-            is_eos = torch.isin(canvas, self.eos_ids)
-            first_eos = first_true(is_eos, canvas.shape[1])
-            position = torch.arange(block_start - self.prompt_length, canvas.shape[1], device=self.device)
-            is_mask &= position[None, :] < first_eos[:, None]
+        start, end = block_start - self.prompt_length, block_end - self.prompt_length  # as canvas positions
+        allowed = self.length_strategy.may_commit(rows, start, end)
+        if allowed is not None:
+            is_mask &= allowed
         remaining = is_mask.sum(-1)
 
         # How many at least: the LLaDA schedule spreads a block's masks evenly over its steps (earlier steps take
@@ -524,35 +662,12 @@ class _Decoder:
             commit &= (is_mask & ~commit).long().cumsum(-1) == 0
         self.seq[rows, block_start:block_end] = torch.where(commit, x0, current)
 
-    # ----------------------------------------------------------------- lengths
-    def _predict_lengths(self, logits: torch.Tensor) -> None:
-        """The seed's mechanism: from p(EOS) at every canvas position of the first forward, bound the length."""
-        p_eos = logits.softmax(-1)[..., self.eos_ids].sum(-1)  # [rows, budget]
-        reached = p_eos >= self.config.predict_threshold
-        first = first_true(reached, self.budget)
-        self.predicted_lengths = first.clone()
-        self.bound = (first + 1 + self.config.length_margin).clamp(max=self.budget)
-        self._resize_canvas(self.active, self.bound)
-
+    # ----------------------------------------------------------------- stopping rows
     def _update_rows(self) -> None:
-        """Per-row stopping and growth after a commit."""
+        """After a commit: the length strategy says which rows are done (and grows others); done rows leave the
+        batch and the cache."""
         rows = self.active
-        canvas = self.seq[rows, self.prompt_length :]
-        index = torch.arange(self.budget, device=self.device)
-        inside = index[None, :] < self.canvas_len[rows, None]
-        is_eos = torch.isin(canvas, self.eos_ids) & inside
-        is_mask = canvas == self.mask_id
-        first_eos = first_true(is_eos, self.budget)
-        masks_before_eos = (is_mask & (index[None, :] < first_eos[:, None])).any(-1)
-        all_done = ~is_mask.any(-1)
-        if self.variable:
-            done = (is_eos.any(-1) & ~masks_before_eos) | (all_done & (self.canvas_len[rows] >= self.budget))
-            grow = all_done & ~done
-            if grow.any():
-                grown = rows[grow]
-                self._resize_canvas(grown, (self.canvas_len[grown] + self.block_length).clamp(max=self.budget))
-        else:
-            done = all_done
+        done = self.length_strategy.after_commit(rows)
         self.finished[rows[done]] = True
         if done.any():
             keep = ~done
@@ -573,13 +688,12 @@ class _Decoder:
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> DiffusionGenerateOutput:
-        predict = self.config.length_strategy == "predict"
         while self.active.numel():
             block_start = self.prompt_length + self.block * self.block_length
             window_end = self.prompt_length + int(self.canvas_len[self.active].max())
             logits = self._forward(block_start, window_end)
-            if predict and self.bound is None:
-                self._predict_lengths(logits)
+            if self.step == 0:
+                self.length_strategy.after_first_forward(self.active, logits)
             self._commit(logits, block_start)
             self.step += 1
             self.step_in_block += 1
@@ -617,10 +731,21 @@ class _Decoder:
             nfe_per_row=self.nfe_per_row,
             lengths=first_eos,
             finished=ended,
-            predicted_lengths=self.predicted_lengths,
-            grew=None if self.bound is None else self.canvas_len > self.bound,
+            **self.length_strategy.output_fields(),  # predict: predicted_lengths, grew
             history=tuple(self.history) if self.config.output_history else None,
         )
 
 
-__all__ = ["DiffusionGenerateOutput", "DiffusionGenerationConfig", "DiffusionGenerationMixin", "DiffusionStep"]
+__all__ = [
+    "LENGTH_STRATEGIES",
+    "LENGTH_STRATEGY_CLASSES",
+    "UNMASKING_RULES",
+    "DiffusionGenerateOutput",
+    "DiffusionGenerationConfig",
+    "DiffusionGenerationMixin",
+    "DiffusionStep",
+    "FixedLength",
+    "GrowLength",
+    "LengthStrategy",
+    "PredictLength",
+]

@@ -1,139 +1,259 @@
-"""The decoding settings of `diffusion_generate`: names, defaults, one-line help, and their validation, in one place.
+"""The settings of `diffusion_generate`: one table (name, default, type, one-line help) and their validation.
 
-Remote code (copied next to checkpoints, imported relatively by generation_dlm.py) and standard library only, so
-that the `hf-dlm` command line can check every flag in milliseconds, before torch or a model is loaded.
-`DiffusionGenerationConfig` takes its defaults from `GENERATION_SETTINGS` and validates with
-`validate_generation_settings`; its docstring explains each setting at length.
+Remote code, standard library only: `generation_dlm.py` imports it relatively, so transformers' `save_pretrained`
+copies it next to every checkpoint. It imports neither torch nor transformers, so `hf-dlm` can build its decoding
+flags from `SETTINGS` and refuse an impossible combination in milliseconds, before loading a model.
+`DiffusionGenerationConfig` (generation_dlm.py) takes its defaults from `SETTINGS` and validates itself with
+`validate_generation_settings`: the checks live here and nowhere else. The meaning of every setting is documented
+in the `DiffusionGenerationConfig` docstring and docs/decoding.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-LENGTH_STRATEGIES = ("fixed", "grow", "predict")
+LENGTH_STRATEGIES = ("fixed", "grow", "predict")  # the built-in ones; generation_dlm maps each name to its class
 UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One field of `DiffusionGenerationConfig`.
+
+    `type` is the type of a value (`int`, `float`, `str` or `bool`; a float setting also takes an int);
+    `optional`: None is a value too (it switches the feature off, or means "from the model config");
+    `group`: "decoding" (how answers are decoded: the flags of `hf-dlm generate`), "output" (what
+    `diffusion_generate` returns) or "tokens" (special token ids, filled from the model config when None).
+    """
+
     name: str
-    default: object
+    default: Any
     type: type
     help: str
-    optional: bool = False  # None is a valid value
-    choices: tuple | None = None
+    choices: tuple[str, ...] | None = None
+    optional: bool = False
+    group: str = "decoding"
+
+    def parse(self, text: str) -> Any:
+        """A command-line string as a value of this setting ("none" or "off" is None when `optional`). Raises
+        `ValueError` for text that is not of the setting's type; ranges are `validate_generation_settings`'s job."""
+        word = text.strip().lower()
+        if self.optional and word in ("none", "off"):
+            return None
+        if self.type is bool:
+            if word in ("true", "yes", "on", "1"):
+                return True
+            if word in ("false", "no", "off", "0"):
+                return False
+        else:
+            try:
+                return self.type(text.strip())
+            except ValueError:
+                pass
+        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a word"}[self.type]
+        raise ValueError(f"`{self.name}` expects {expected}{' or none' if self.optional else ''}, got {text!r}.")
 
 
-GENERATION_SETTINGS = (
-    Setting("max_new_tokens", 256, int, "token budget per answer (never exceeded)"),
-    Setting("length_strategy", "predict", str, "fixed (LLaDA), grow (dLLM-Var) or predict (length bound from p(EOS) "
-            "at the first step)", choices=LENGTH_STRATEGIES),
-    Setting("block_length", 32, int, "tokens per semi-autoregressive block"),
-    Setting("steps", None, int, "denoising steps for the whole budget (LLaDA schedule); 'none': from the threshold",
-            optional=True),
-    Setting("threshold", 0.9, float, "commit every mask whose probability reaches this (Fast-dLLM); 'none' disables",
-            optional=True),
-    Setting("unmasking", "low_confidence", str, "which masks to commit first (left_to_right: only extend the "
-            "decided prefix)", choices=UNMASKING_RULES),
-    Setting("defer_repeats", False, bool, "do not commit a token equal to its left neighbour's in the same step"),
+SETTINGS: tuple[Setting, ...] = (
+    Setting("max_new_tokens", 256, int, "token budget per answer (EOS included); never exceeded"),
+    Setting("length_strategy", "predict", str, "fixed (LLaDA), grow (dLLM-Var) or predict (length bound from "
+            "p(EOS) at step 1, then grow)", choices=LENGTH_STRATEGIES),
+    Setting("block_length", 32, int, "tokens per semi-autoregressive block; masks commit only inside the current one"),
+    Setting("steps", None, int, "denoising steps for the whole budget (LLaDA schedule), a multiple of the number of "
+            "blocks; none: one token per step unless a threshold is set", optional=True),
+    Setting("threshold", 0.9, float, "commit every mask whose token probability reaches this (Fast-dLLM), at least "
+            "one per step; none disables", optional=True),
+    Setting("unmasking", "low_confidence", str, "which masks to commit first (left_to_right: only extend the decided "
+            "prefix)", choices=UNMASKING_RULES),
+    Setting("defer_repeats", False, bool, "keep a token masked when its left neighbour commits the same token in the "
+            "same step"),
     Setting("repetition_penalty", 1.0, float, "CTRL penalty on tokens already decided (EOS exempt); 1.0 disables"),
-    Setting("temperature", 0.0, float, "0 = greedy"),
-    Setting("top_k", None, int, "sample from the k most likely tokens", optional=True),
-    Setting("top_p", None, float, "sample from the smallest set with this cumulative probability", optional=True),
-    Setting("seed", None, int, "seed of the sampling generator", optional=True),
-    Setting("predict_threshold", 0.5, float, "predict: the length is the first position whose p(EOS) reaches this"),
-    Setting("length_margin", 8, int, "predict: safety margin added to the predicted length"),
-    Setting("use_cache", True, bool, "prefix KV cache (--no-cache decodes exactly, slower)"),
-    Setting("output_history", False, bool, "return the canvas after every step"),
-    Setting("return_dict_in_generate", False, bool, "return a DiffusionGenerateOutput"),
-    Setting("mask_token_id", None, int, "the mask token (from the model config)", optional=True),
-    Setting("pad_token_id", None, int, "the pad token (from the model config)", optional=True),
-    Setting("eos_token_id", None, int, "EOS id or list of ids (from the model config)", optional=True),
-    Setting("bos_token_id", None, int, "the BOS token (from the model config)", optional=True),
+    Setting("temperature", 0.0, float, "0 = greedy (argmax); > 0 samples from softmax(logits / temperature)"),
+    Setting("top_k", None, int, "sample among the k most likely tokens (needs temperature > 0)", optional=True),
+    Setting("top_p", None, float, "sample from the smallest set of tokens with probability >= top_p (needs "
+            "temperature > 0)", optional=True),
+    Setting("seed", None, int, "seed of the generator for sampling and unmasking=random", optional=True),
+    Setting("predict_threshold", 0.5, float, "predict: the answer ends at the first position whose p(EOS) at step 1 "
+            "reaches this"),
+    Setting("length_margin", 8, int, "predict: canvas = predicted length + 1 (the EOS) + this margin, capped by the "
+            "budget"),
+    Setting("use_cache", True, bool, "prefix KV cache: the prompt and finished blocks are not recomputed"),
+    Setting("output_history", False, bool, "return the canvas after every step in `history` (needs "
+            "return_dict_in_generate)", group="output"),
+    Setting("return_dict_in_generate", False, bool, "return a DiffusionGenerateOutput instead of the sequences",
+            group="output"),
+    Setting("mask_token_id", None, int, "the mask token", optional=True, group="tokens"),
+    Setting("pad_token_id", None, int, "fills prompts' left padding and everything after a row's EOS", optional=True,
+            group="tokens"),
+    Setting("eos_token_id", None, int, "ends a row; a list of ids: any of them does", optional=True, group="tokens"),
+    Setting("bos_token_id", None, int, "begins a text", optional=True, group="tokens"),
 )
-GENERATION_DEFAULTS = {s.name: s.default for s in GENERATION_SETTINGS}
+SETTING_NAMES = tuple(setting.name for setting in SETTINGS)
+
+
+def default_settings() -> dict[str, Any]:
+    """Every setting with its default, in table order."""
+    return {setting.name: setting.default for setting in SETTINGS}
+
+
+def refuse_unknown_settings(names: Iterable[str]) -> None:
+    """Raise `ValueError` naming the names that are not settings, and listing the valid ones."""
+    unknown = sorted(set(names) - set(SETTING_NAMES))
+    if unknown:
+        raise ValueError(f"Unknown diffusion generation settings: {unknown}. Valid ones: {sorted(SETTING_NAMES)}.")
 
 
 def token_id_list(value) -> list[int]:
     """A token id, a list of them, or None, as a list (EOS is often several ids: chat models end turns with one
-    token and documents with another)."""
+    token and documents with another; any of them ends a row)."""
     if value is None:
         return []
     return [value] if isinstance(value, int) else list(value)
 
 
+def num_blocks(max_new_tokens: int, block_length: int) -> int:
+    """Semi-autoregressive blocks of a budget; the last one may be partial."""
+    return math.ceil(max_new_tokens / block_length)
+
+
+def steps_per_block(max_new_tokens: int, block_length: int, steps: int | None, threshold: float | None) -> int | None:
+    """Steps each block gets: `steps` split evenly over the blocks; without `steps` one token per step, unless a
+    threshold decides (None: no schedule, at least one commit per step)."""
+    if steps is None:
+        return None if threshold is not None else block_length
+    return steps // num_blocks(max_new_tokens, block_length)
+
+
+# ----------------------------------------------------------------------------------------------- validation
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def validate_generation_settings(settings: dict) -> None:
-    """Raise `ValueError` saying what to change. `settings` may hold some fields only: the others take their
-    defaults. Nothing is clamped silently."""
-    unknown = sorted(set(settings) - set(GENERATION_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown diffusion generation settings: {unknown}. Valid ones: {sorted(GENERATION_DEFAULTS)}.")
-    s = GENERATION_DEFAULTS | settings
+def _is_token_id(value) -> bool:
+    return _is_int(value) and value >= 0
 
-    def positive_int(name):
-        if not _is_int(s[name]) or s[name] <= 0:
-            raise ValueError(f"`{name}` must be a positive integer, got {s[name]!r}.")
 
-    positive_int("max_new_tokens")
-    positive_int("block_length")
-    if s["length_strategy"] not in LENGTH_STRATEGIES:
-        raise ValueError(f"`length_strategy` must be one of {LENGTH_STRATEGIES}, got {s['length_strategy']!r}.")
-    if s["unmasking"] not in UNMASKING_RULES:
-        raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {s['unmasking']!r}.")
-    for name in ("defer_repeats", "use_cache", "output_history", "return_dict_in_generate"):
-        if not isinstance(s[name], bool):
-            raise ValueError(f"`{name}` must be True or False, got {s[name]!r}.")
-    if not _is_number(s["repetition_penalty"]) or not s["repetition_penalty"] > 0:
+def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
+    """The checks a setting needs on its own."""
+    if name in ("max_new_tokens", "block_length") or (name == "steps" and value is not None):
+        if not _is_int(value) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    elif name == "length_strategy":
+        if not isinstance(value, str) or value not in length_strategies:
+            raise ValueError(f"`length_strategy` must be one of {length_strategies}, got {value!r}.")
+    elif name == "unmasking":
+        if not isinstance(value, str) or value not in UNMASKING_RULES:
+            raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {value!r}.")
+    elif name in ("defer_repeats", "use_cache", "output_history", "return_dict_in_generate"):
+        if not isinstance(value, bool):
+            raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+    elif name == "repetition_penalty":
+        if not _is_number(value) or not value > 0:
+            raise ValueError(
+                f"`repetition_penalty` must be a number > 0 (1.0 disables, > 1 discourages repeats), got {value!r}."
+            )
+    elif name == "threshold":
+        if value is not None and not (_is_number(value) and 0.0 < value <= 1.0):
+            raise ValueError(
+                f"`threshold` must be in (0, 1] (commit masks whose token probability reaches it) or None, "
+                f"got {value!r}."
+            )
+    elif name == "temperature":
+        if not _is_number(value) or value < 0:
+            raise ValueError(f"`temperature` must be >= 0 (0 = greedy), got {value!r}.")
+    elif name == "top_k":
+        if value is not None and not (_is_int(value) and value > 0):
+            raise ValueError(f"`top_k` must be a positive integer or None, got {value!r}.")
+    elif name == "top_p":
+        if value is not None and not (_is_number(value) and 0.0 < value <= 1.0):
+            raise ValueError(f"`top_p` must be in (0, 1] or None, got {value!r}.")
+    elif name == "seed":
+        if value is not None and not _is_int(value):
+            raise ValueError(f"`seed` must be an integer or None, got {value!r}.")
+    elif name == "predict_threshold":
+        if not (_is_number(value) and 0.0 < value < 1.0):
+            raise ValueError(f"`predict_threshold` must be in (0, 1), got {value!r}.")
+    elif name == "length_margin":
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"`length_margin` must be an integer >= 0, got {value!r}.")
+    elif name == "eos_token_id":
+        ids = value if isinstance(value, list | tuple) else [value]
+        if value is not None and not all(_is_token_id(i) for i in ids):
+            raise ValueError(
+                f"`eos_token_id` must be a token id (an integer >= 0), a list of them, or None, got {value!r}."
+            )
+    elif name in ("mask_token_id", "pad_token_id", "bos_token_id"):
+        if value is not None and not _is_token_id(value):
+            raise ValueError(f"`{name}` must be a token id (an integer >= 0) or None, got {value!r}.")
+
+
+def _check_steps(max_new_tokens: int, block_length: int, steps: int) -> None:
+    blocks = num_blocks(max_new_tokens, block_length)
+    if steps > max_new_tokens:
         raise ValueError(
-            f"`repetition_penalty` must be a number > 0 (1.0 disables, > 1 discourages repeats), "
-            f"got {s['repetition_penalty']!r}."
+            f"`steps`={steps} is more than the {max_new_tokens} masks of the budget: some steps would commit nothing. "
+            f"Use steps <= max_new_tokens."
         )
-    threshold = s["threshold"]
-    if threshold is not None and not (_is_number(threshold) and 0.0 < threshold <= 1.0):
+    if steps < blocks:
         raise ValueError(
-            f"`threshold` must be in (0, 1] (commit masks whose token probability reaches it) or None, got {threshold!r}."
+            f"`steps`={steps} leaves blocks with zero steps: max_new_tokens={max_new_tokens} with "
+            f"block_length={block_length} makes {blocks} blocks. Use steps >= {blocks}."
         )
-    steps, budget = s["steps"], s["max_new_tokens"]
-    if steps is not None:
-        positive_int("steps")
-        blocks = math.ceil(budget / s["block_length"])
-        if steps > budget:
-            raise ValueError(
-                f"`steps`={steps} is more than the {budget} masks of the budget: some steps would commit nothing. "
-                f"Use steps <= max_new_tokens."
-            )
-        if steps < blocks:
-            raise ValueError(
-                f"`steps`={steps} leaves blocks with zero steps: max_new_tokens={budget} with "
-                f"block_length={s['block_length']} makes {blocks} blocks. Use steps >= {blocks}."
-            )
-        if steps % blocks:
-            raise ValueError(
-                f"`steps`={steps} does not split evenly over the {blocks} blocks; use a multiple of {blocks} "
-                f"(e.g. {blocks * max(1, steps // blocks)})."
-            )
-    if not _is_number(s["temperature"]) or s["temperature"] < 0:
-        raise ValueError(f"`temperature` must be >= 0 (0 = greedy), got {s['temperature']!r}.")
-    if s["top_k"] is not None and (not _is_int(s["top_k"]) or s["top_k"] <= 0):
-        raise ValueError(f"`top_k` must be a positive integer or None, got {s['top_k']!r}.")
-    if s["top_p"] is not None and not (_is_number(s["top_p"]) and 0.0 < s["top_p"] <= 1.0):
-        raise ValueError(f"`top_p` must be in (0, 1] or None, got {s['top_p']!r}.")
-    if s["seed"] is not None and not _is_int(s["seed"]):
-        raise ValueError(f"`seed` must be an integer or None, got {s['seed']!r}.")
-    if not (_is_number(s["predict_threshold"]) and 0.0 < s["predict_threshold"] < 1.0):
-        raise ValueError(f"`predict_threshold` must be in (0, 1), got {s['predict_threshold']!r}.")
-    if not _is_int(s["length_margin"]) or s["length_margin"] < 0:
-        raise ValueError(f"`length_margin` must be an integer >= 0, got {s['length_margin']!r}.")
+    if steps % blocks:
+        raise ValueError(
+            f"`steps`={steps} does not split evenly over the {blocks} blocks; use a multiple of {blocks} "
+            f"(e.g. {blocks * max(1, steps // blocks)})."
+        )
 
 
-__all__ = ["GENERATION_DEFAULTS", "GENERATION_SETTINGS", "LENGTH_STRATEGIES", "Setting", "UNMASKING_RULES",
-           "token_id_list", "validate_generation_settings"]
+def validate_generation_settings(
+    settings: Mapping[str, Any], length_strategies: tuple[str, ...] = LENGTH_STRATEGIES
+) -> None:
+    """Raise `ValueError` saying what to change if `settings` (setting name -> value) cannot be decoded with.
+
+    A partial mapping is fine (e.g. only the flags a user gave): every setting present is checked, and every
+    combination whose settings are all present. Nothing is clamped silently. `length_strategies`: the names
+    accepted for `length_strategy` (`DiffusionGenerationConfig` passes its registry, which may hold plug-ins).
+    """
+    refuse_unknown_settings(settings)
+    for name, value in settings.items():
+        _check_one(name, value, length_strategies)
+
+    def given(*names: str) -> bool:
+        return all(name in settings for name in names)
+
+    if given("max_new_tokens", "block_length", "steps") and settings["steps"] is not None:
+        _check_steps(settings["max_new_tokens"], settings["block_length"], settings["steps"])
+    if given("temperature") and settings["temperature"] == 0:
+        # top_k/top_p only restrict sampling; greedy decoding would ignore them without a word.
+        for name in ("top_k", "top_p"):
+            if settings.get(name) is not None:
+                raise ValueError(
+                    f"`{name}`={settings[name]!r} restricts sampling, but temperature=0 decodes greedily and would "
+                    f"ignore it: set temperature > 0, or {name}=None."
+                )
+    if given("output_history", "return_dict_in_generate"):
+        if settings["output_history"] and not settings["return_dict_in_generate"]:
+            raise ValueError(
+                "output_history=True needs return_dict_in_generate=True (the history is in the output)."
+            )
+    if settings.get("mask_token_id") is not None:
+        eos = settings.get("eos_token_id")
+        others = {
+            "pad_token_id": [settings.get("pad_token_id")],
+            "eos_token_id": eos if isinstance(eos, list | tuple) else [eos],
+            "bos_token_id": [settings.get("bos_token_id")],
+        }
+        for name, ids in others.items():
+            if settings["mask_token_id"] in ids:
+                raise ValueError(
+                    f"`mask_token_id`={settings['mask_token_id']} is also the `{name}`: the decoder could not tell a "
+                    f"mask from that token. Give the mask its own token (DiffusionLM.from_causal_lm adds one)."
+                )

@@ -56,7 +56,7 @@ def test_command_help_is_light(command):
     [
         (["generate", "--max-new-tokens", "-5", "Hi"], "max_new_tokens"),
         (["generate", "--threshold", "2", "Hi"], "threshold"),
-        (["generate", "--threshold", "high", "Hi"], "expected a number"),
+        (["generate", "--threshold", "high", "Hi"], "expects a number"),
         (["generate", "--strategy", "longest", "Hi"], "invalid choice"),
         (["generate", "--steps", "7", "--max-new-tokens", "64", "--block-length", "16", "Hi"], "multiple of 4"),
         (["generate", "--steps", "100", "--max-new-tokens", "64", "Hi"], "more than the 64 masks"),

@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
 from hf_dlm import DiffusionGenerateOutput, DiffusionGenerationConfig
-from hf_dlm.generation_dlm import apply_repetition_penalty
+from hf_dlm.generation_dlm import (
+    LENGTH_STRATEGIES,
+    LENGTH_STRATEGY_CLASSES,
+    LengthStrategy,
+    apply_repetition_penalty,
+)
 from tests.conftest import make_dlm
 from tests.oracle import EOS, MASK, PAD, batch, oracle_model
 
@@ -211,6 +216,39 @@ def test_budget_without_eos_stops_unfinished():
     assert out.sequences.shape[1] == 1 + 16
 
 
+# ----------------------------------------------------------------------------------------------- plug-in strategies
+def test_the_registry_maps_the_built_in_names_to_their_classes():
+    assert tuple(LENGTH_STRATEGY_CLASSES) == LENGTH_STRATEGIES == tuple(STRATEGIES)
+    assert all(issubclass(cls, LengthStrategy) for cls in LENGTH_STRATEGY_CLASSES.values())
+
+
+class FirstBlockOnly(LengthStrategy):
+    """A fourth strategy, written as a user would: every row gets one block, then stops, EOS or not."""
+
+    def initial_length(self):
+        return min(self.decoder.block_length, self.decoder.budget)
+
+    def after_commit(self, rows):
+        return ~(self.decoder.canvas(rows) == self.decoder.mask_id).any(-1)
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_a_fourth_length_strategy_is_one_class_and_one_registry_entry(monkeypatch, use_cache):
+    model = oracle_model(ANSWERS)
+    prompts = [[4, 7], [5, 7], [6, 7]]
+    settings = dict(max_new_tokens=32, block_length=4, threshold=None, length_strategy="first_block",
+                    use_cache=use_cache)
+    with pytest.raises(ValueError, match="`length_strategy` must be one of"):
+        decode(model, prompts, **settings)
+    monkeypatch.setitem(LENGTH_STRATEGY_CLASSES, "first_block", FirstBlockOnly)
+    out = decode(model, prompts, **settings)
+    assert answers_of(out, 2) == [[10, 11, 12, 13], [20, 21, 22], [30] * 4]
+    assert out.finished.tolist() == [False, True, False] and out.lengths.tolist() == [4, 3, 4]
+    assert out.nfe == 4  # one block, one token per step
+    assert out.predicted_lengths is None and out.grew is None
+    assert DiffusionGenerationConfig(length_strategy="first_block").length_strategy == "first_block"
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_oracle_row_alone_equals_row_in_padded_batch(strategy):
     model = oracle_model(ANSWERS)
@@ -371,6 +409,9 @@ def _left_pad(prompts, pad):
     (dict(repetition_penalty="1.2"), "repetition_penalty"),
     (dict(temperature=-1.0), "temperature"),
     (dict(top_p=0.0), "top_p"),
+    (dict(top_k=20), "temperature > 0"),
+    (dict(max_new_tokens=2.5), "max_new_tokens"),
+    (dict(threshold="0.9"), "threshold"),
     (dict(no_such_setting=1), "unknown"),
     (dict(output_history=True), "return_dict_in_generate"),
 ])

@@ -20,7 +20,7 @@ from hf_dlm import DiffusionGenerationConfig, DiffusionLM
 from tests.conftest import BACKBONES, make_dlm
 from tests.isolated import run_without_hf_dlm
 
-REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py"}
+REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "settings_dlm.py"}
 SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja"}  # weights, configs, code, tokenizer files
 PROMPT = torch.tensor([[1, 5, 9, 2, 7, 3], [0, 0, 0, 4, 8, 6]])
 PROMPT_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])

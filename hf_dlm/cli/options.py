@@ -13,62 +13,50 @@ import sys
 import time
 from pathlib import Path
 
-from ..settings_dlm import GENERATION_SETTINGS, validate_generation_settings
+from ..settings_dlm import SETTING_NAMES, SETTINGS, validate_generation_settings
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 # ----------------------------------------------------------------------------------------------- flags
-def _optional_float(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+def _argument_type(setting):
+    """argparse type of a setting: its own parser (`Setting.parse`), with argparse's error for bad text."""
+
+    def parse(text: str):
+        try:
+            return setting.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = setting.type.__name__  # argparse names the type in its messages
+    return parse
 
 
-def _optional_int(text: str) -> int | None:
-    if text.lower() in ("none", "off"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {text!r}") from None
-
-
-# Flags that read better than the field name, and the fields a command line never sets.
+# Flags that read better than the setting's name.
 _FLAG_NAMES = {"length_strategy": ("--strategy", "--length-strategy"), "use_cache": ("--cache",)}
-_NOT_FLAGS = {"output_history", "return_dict_in_generate", "mask_token_id", "pad_token_id", "eos_token_id",
-              "bos_token_id"}
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per decoding setting (`settings_dlm.GENERATION_SETTINGS`, the table `DiffusionGenerationConfig`
-    is built from). Unset flags keep the model's generation_config.json."""
+    """One flag per decoding setting (`settings_dlm.SETTINGS`, group "decoding": the table
+    `DiffusionGenerationConfig` is built from). Unset flags keep the model's generation_config.json."""
     group = parser.add_argument_group("decoding (defaults: the model's generation_config.json)")
-    for setting in GENERATION_SETTINGS:
-        if setting.name in _NOT_FLAGS:
+    for setting in SETTINGS:
+        if setting.group != "decoding":
             continue
         flags = _FLAG_NAMES.get(setting.name, ("--" + setting.name.replace("_", "-"),))
         kwargs = dict(dest=setting.name, default=argparse.SUPPRESS, help=setting.help)
-        if setting.choices:
-            kwargs["choices"] = setting.choices
         if setting.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif setting.type is float:
-            kwargs["type"] = _optional_float if setting.optional else float
-        elif setting.type is int:
-            kwargs["type"] = _optional_int if setting.optional else int
+        elif setting.choices:
+            kwargs["choices"] = setting.choices
         else:
-            kwargs["type"] = setting.type
+            kwargs["type"] = _argument_type(setting)
         group.add_argument(*flags, **kwargs)
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
     """The decoding flags the user gave (unset ones are absent: `default=SUPPRESS`), by setting name."""
-    names = {s.name for s in GENERATION_SETTINGS}
-    return {name: value for name, value in vars(args).items() if name in names}
+    return {name: value for name, value in vars(args).items() if name in SETTING_NAMES}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, default_help: str) -> None:
@@ -92,8 +80,7 @@ def saved_generation_settings(model: str | None) -> dict:
     path = directory / "generation_config.json"
     if not path.is_file():
         return {}
-    names = {s.name for s in GENERATION_SETTINGS}
-    return {k: v for k, v in json.loads(path.read_text()).items() if k in names}
+    return {k: v for k, v in json.loads(path.read_text()).items() if k in SETTING_NAMES}
 
 
 def check_decoding(parser: argparse.ArgumentParser, model: str | None, settings: dict) -> None:
