@@ -116,7 +116,7 @@ def answer_autoregressive(model, tokenizer, prompts: Sequence[str], *, max_new_t
 
 @torch.no_grad()
 def answer_diffusion(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 1,
-                     chat_template: bool | None = None, callback=None, **settings) -> list[Answer]:
+                     chat_template: bool | None = None, callback=None, streamer=None, **settings) -> list[Answer]:
     """Answers of a `DiffusionLM` with `diffusion_generate(**settings)`. NFE = forwards the row took part in;
     `extra` holds the `predict` strategy's predicted length and whether the row grew past it."""
     eos_ids, pad_id = model.config.eos_token_ids, model.config.pad_token_id
@@ -124,7 +124,8 @@ def answer_diffusion(model, tokenizer, prompts: Sequence[str], *, batch_size: in
     for batch in _batches(list(prompts), batch_size):
         inputs = {k: v.to(model.device) for k, v in chat_inputs(tokenizer, batch, chat_template).items()}
         start = time.perf_counter()
-        out = model.diffusion_generate(**inputs, return_dict_in_generate=True, callback=callback, **settings)
+        out = model.diffusion_generate(**inputs, return_dict_in_generate=True, callback=callback, streamer=streamer,
+                                       **settings)
         seconds = time.perf_counter() - start
         generated = out.sequences[:, inputs["input_ids"].shape[1] :]
         for i, (prompt, row) in enumerate(zip(batch, generated.tolist())):

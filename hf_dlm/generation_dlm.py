@@ -279,6 +279,7 @@ class DiffusionGenerationMixin:
         generation_config: DiffusionGenerationConfig | None = None,
         generator: torch.Generator | None = None,
         callback: Callable[[DiffusionStep], None] | None = None,
+        streamer=None,
         **kwargs,
     ) -> DiffusionGenerateOutput | torch.LongTensor:
         """Decode answers to left-padded prompts by masked diffusion, each row stopping at its own EOS.
@@ -289,6 +290,13 @@ class DiffusionGenerationMixin:
             generation_config: a [`DiffusionGenerationConfig`]; defaults to `model.generation_config`.
             generator: a `torch.Generator` for reproducible sampling (else `seed`, else torch's global RNG).
             callback: called with a [`DiffusionStep`] after every denoising step.
+            streamer: a transformers streamer (`TextStreamer`, `TextIteratorStreamer`, `TextDiffusionStreamer`, or
+                any object with `put` / `end`), batch size 1 as in transformers' `generate`. It gets the prompt, then
+                each token once it is final (the answer's decided prefix: every position before it committed; up to
+                and including the first EOS), and `end()` when decoding stops (also when it fails, so a thread
+                reading a `TextIteratorStreamer` never waits forever). A streamer with `put_draft` (transformers'
+                `TextDiffusionStreamer`) also gets, after every step, the undecided rest of the canvas, masks
+                included. See [`StreamRelay`].
             kwargs: any field of [`DiffusionGenerationConfig`], overriding it for this call.
 
         Returns:
@@ -298,7 +306,24 @@ class DiffusionGenerationMixin:
         input_ids, attention_mask = self._check_prompts(input_ids, attention_mask, config)
         if generator is None and config.seed is not None:
             generator = torch.Generator(device=input_ids.device).manual_seed(config.seed)
-        output = _Decoder(self, config, input_ids, attention_mask, generator, callback).run()
+        relay = None
+        if streamer is not None:
+            if input_ids.shape[0] != 1:
+                raise ValueError(
+                    f"streamer= streams one answer: pass a batch of 1 prompt (got {input_ids.shape[0]}), as with "
+                    f"transformers' generate. For batches, callback= sees every row's canvas after each step."
+                )
+            relay = StreamRelay(streamer, input_ids[0][attention_mask[0].bool()], config.mask_token_id,
+                                config.eos_token_ids, config.pad_token_id, callback)
+            callback = relay
+        try:
+            output = _Decoder(self, config, input_ids, attention_mask, generator, callback).run()
+        except BaseException:
+            if relay is not None:
+                relay.streamer.end()  # decoding failed or was stopped: a reader of the streamer stops waiting
+            raise
+        if relay is not None:
+            relay.finish(output.sequences[0, input_ids.shape[1] :])
         return output if config.return_dict_in_generate else output.sequences
 
     def _check_prompts(self, input_ids, attention_mask, config):
@@ -483,6 +508,58 @@ LENGTH_STRATEGY_CLASSES: dict[str, type[LengthStrategy]] = {
 
 
 # ----------------------------------------------------------------------------------------------- the decoder
+class StreamRelay:
+    """Feeds a transformers streamer from the decoder's steps (a `callback`), for one row.
+
+    Diffusion commits tokens anywhere in the block, so a token is *final* for streaming only when every position
+    before it is committed too: the decided prefix grows, and only its new tokens are `put` (each once, in order,
+    the first EOS included, nothing after it). `put_draft` (when the streamer has it, as transformers'
+    `TextDiffusionStreamer`) gets the rest of the canvas after the decided prefix, masks included, after every
+    step: the streamer shows final text followed by the draft, as DiffusionGemma's `generate` does per block.
+    """
+
+    def __init__(self, streamer, prompt: torch.Tensor, mask_id: int, eos_ids: list[int], pad_id: int,
+                 callback: Callable[[DiffusionStep], None] | None = None):
+        self.streamer, self.mask_id, self.eos_ids, self.pad_id = streamer, mask_id, set(eos_ids), pad_id
+        self.callback = callback
+        self.sent = 0  # answer tokens already put
+        self.drafts = hasattr(streamer, "put_draft")
+        streamer.put(prompt.cpu())  # transformers streamers skip it with skip_prompt=True
+
+    def decided(self, answer: list[int]) -> list[int]:
+        """The final prefix of `answer`: up to the first mask, cut after the first EOS."""
+        out = []
+        for token in answer:
+            if token == self.mask_id:
+                break
+            out.append(token)
+            if token in self.eos_ids:
+                break
+        return out
+
+    def __call__(self, step: DiffusionStep) -> None:
+        if self.callback is not None:
+            self.callback(step)
+        answer = step.canvas[0, step.prompt_length :].tolist()
+        final = self.decided(answer)
+        if len(final) > self.sent:
+            self.streamer.put(torch.tensor(final[self.sent :]))
+            self.sent = len(final)
+        if self.drafts and not (final and final[-1] in self.eos_ids):
+            rest = answer[self.sent :]
+            if self.pad_id not in self.eos_ids and self.pad_id in rest:
+                rest = rest[: rest.index(self.pad_id)]  # past the canvas
+            self.streamer.put_draft(torch.tensor(rest))
+
+    def finish(self, answer: torch.Tensor) -> None:
+        """Put what the steps did not (the output's answer, up to its first EOS), then `end()`."""
+        tokens = self.decided([t for t in answer.tolist() if t != self.pad_id or t in self.eos_ids])
+        if len(tokens) > self.sent:
+            self.streamer.put(torch.tensor(tokens[self.sent :]))
+            self.sent = len(tokens)
+        self.streamer.end()
+
+
 class _Decoder:
     """State of one `diffusion_generate` call. Buffers are full-batch; forwards run on the active rows only.
 
@@ -739,6 +816,7 @@ class _Decoder:
 __all__ = [
     "LENGTH_STRATEGIES",
     "LENGTH_STRATEGY_CLASSES",
+    "StreamRelay",
     "UNMASKING_RULES",
     "DiffusionGenerateOutput",
     "DiffusionGenerationConfig",

@@ -11,7 +11,7 @@ import torch
 from hf_dlm import default as default_package
 from hf_dlm.cli import demo, options
 from hf_dlm.cli import main as cli_main
-from hf_dlm.generation_dlm import DiffusionGenerationConfig, DiffusionStep
+from hf_dlm.generation_dlm import DiffusionGenerationConfig
 from tests.conftest import make_dlm
 
 
@@ -96,23 +96,41 @@ def test_demo_without_animation_prints_the_answers_and_the_totals(checkpoint, ca
     assert "2/2  cd" in out and "forwards (NFE)" in out and "All prompts" in out
 
 
-def test_the_live_canvas_draws_masks_and_stops_at_eos():
+def test_the_live_canvas_draws_final_text_then_the_masked_draft_and_stops_at_eos():
+    """The demo's live view is a streamer: prompt, then final tokens (put) and the undecided rest (put_draft)."""
     from rich.console import Console
 
     model, tok = make_dlm("gpt2")
     drawn = []
     screen = type("Screen", (), {"update": lambda self, renderable: drawn.append(renderable)})()
-    canvas = demo.LiveCanvas(tok, tok.mask_token_id, [tok.eos_token_id], tok.pad_token_id, screen, "t")
-    a, b, mask, eos, pad = *tok.convert_tokens_to_ids(["a", "b"]), tok.mask_token_id, tok.eos_token_id, tok.pad_token_id
-    for step, row in enumerate([[7, a, mask, mask, pad], [7, a, b, eos, pad]], 1):
-        canvas(DiffusionStep(step, step, 0, torch.tensor([row]), 1, torch.tensor([False])))
+    canvas = demo.LiveCanvas(tok, tok.mask_token_id, [tok.eos_token_id], screen, "t")
+    a, b, mask, eos = *tok.convert_tokens_to_ids(["a", "b"]), tok.mask_token_id, tok.eos_token_id
+    canvas.put(torch.tensor([7]))  # the prompt: not drawn
+    canvas.put(torch.tensor([a]))
+    canvas.put_draft(torch.tensor([mask, mask]))
+    canvas.put(torch.tensor([b, eos]))
     console = Console(width=60, record=True)
     console.print(drawn[0])
     first = console.export_text()
-    console.print(drawn[1])
-    second = console.export_text()
+    console.print(drawn[-1])
+    last = console.export_text()
     assert "a" + demo.MASK_GLYPH * 2 in first and "1/3 positions decided" in first
-    assert "ab ⏎" in second and demo.MASK_GLYPH not in second and "3/3 positions decided" in second
+    assert "ab \u23ce" in last and demo.MASK_GLYPH not in last and "3/3 positions decided" in last
+
+
+def test_the_live_canvas_follows_a_real_decode(checkpoint):
+    from hf_dlm.loading import load_diffusion_lm
+
+    model = load_diffusion_lm(checkpoint)
+    drawn = []
+    screen = type("Screen", (), {"update": lambda self, renderable: drawn.append(renderable)})()
+    view = demo.LiveCanvas(model.tokenizer, model.config.mask_token_id, model.config.eos_token_ids, screen, "t")
+    ids = model.tokenizer(["ab"], return_tensors="pt").input_ids
+    out = model.diffusion_generate(ids, max_new_tokens=8, block_length=4, length_strategy="fixed", threshold=None,
+                                   streamer=view)
+    answer = [t for t in out[0, ids.shape[1] :].tolist() if t != model.config.pad_token_id]
+    assert view.final == answer[: len(view.final)] and len(view.final) >= 1
+    assert len(drawn) >= 8  # one drawing per step, and one at the end
 
 
 # ----------------------------------------------------------------------------------------------- the default

@@ -33,13 +33,19 @@ MASK_GLYPH = "░"
 
 # ----------------------------------------------------------------------------------------------- demo
 class LiveCanvas:
-    """The `diffusion_generate` callback of the demo: redraws row 0's canvas after every step, masks as
-    `MASK_GLYPH`, tokens committed in the last step highlighted, with a progress bar of committed tokens."""
+    """The demo's live view, a transformers streamer (`put` / `put_draft` / `end`, see
+    `generation_dlm.StreamRelay`): after every step it redraws the answer's final text followed by the undecided
+    draft, masks as `MASK_GLYPH`, tokens committed in the last step highlighted, with a progress bar of decided
+    positions. The same path a web app takes with `TextIteratorStreamer`."""
 
-    def __init__(self, tokenizer, mask_id: int, eos_ids: list[int], pad_id: int, live, title: str, delay: float = 0.0):
-        self.tokenizer, self.mask_id, self.eos_ids, self.pad_id = tokenizer, mask_id, set(eos_ids), pad_id
+    def __init__(self, tokenizer, mask_id: int, eos_ids: list[int], live, title: str, delay: float = 0.0):
+        self.tokenizer, self.mask_id, self.eos_ids = tokenizer, mask_id, set(eos_ids)
         self.live, self.title, self.delay = live, title, delay
-        self.previous: list[int] | None = None
+        self.final: list[int] = []
+        self.draft: list[int] = []
+        self.previous: list[int] = []
+        self.prompt_seen = False
+        self.steps = 0
         self.pieces: dict[int, str] = {}
         self.started = time.perf_counter()
         self.overhead = 0.0  # seconds spent drawing, subtracted from the measured decoding time
@@ -49,16 +55,34 @@ class LiveCanvas:
             self.pieces[token] = self.tokenizer.decode([token])
         return self.pieces[token]
 
-    def __call__(self, step) -> None:
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # the streamer protocol starts with the prompt
+            self.prompt_seen = True
+            return
+        self.final += value.tolist()
+        self.draft = self.draft[len(value) :]
+        if self.final and self.final[-1] in self.eos_ids:
+            self._draw()
+
+    def put_draft(self, value) -> None:
+        self.draft = value.tolist()
+        self.steps += 1
+        self._draw()
+
+    def end(self) -> None:
+        self.draft = []
+        self._draw()
+
+    def _draw(self) -> None:
         start = time.perf_counter()
-        canvas = step.canvas[0, step.prompt_length :].tolist()
-        self.live.update(self.render(canvas, step))
+        canvas = self.final + self.draft
+        self.live.update(self.render(canvas))
         self.previous = canvas
         if self.delay:
             time.sleep(self.delay)
         self.overhead += time.perf_counter() - start
 
-    def render(self, canvas: list[int], step):
+    def render(self, canvas: list[int]):
         from rich.console import Group
         from rich.panel import Panel
         from rich.progress_bar import ProgressBar
@@ -67,24 +91,22 @@ class LiveCanvas:
 
         text, committed, length = Text(), 0, 0
         for i, token in enumerate(canvas):
-            if token == self.pad_id and token not in self.eos_ids:
-                break  # outside the canvas
             length += 1
             if token in self.eos_ids:
-                text.append(" ⏎", style="bold magenta")
+                text.append(" \u23ce", style="bold magenta")
                 committed += 1
                 break
             if token == self.mask_id:
                 text.append(MASK_GLYPH, style="grey50")
                 continue
             committed += 1
-            fresh = self.previous is not None and i < len(self.previous) and self.previous[i] == self.mask_id
+            fresh = i < len(self.previous) and self.previous[i] == self.mask_id
             text.append(self.piece(token), style="bold green" if fresh else None)
         elapsed = time.perf_counter() - self.started - self.overhead
         status = Table.grid(padding=(0, 1))
         status.add_row(ProgressBar(total=max(length, 1), completed=committed, width=30),
-                       Text(f"{committed}/{length} positions decided  step {step.step}  NFE {step.nfe}  "
-                            f"block {step.block + 1}  {elapsed:.1f} s", style="cyan"))
+                       Text(f"{committed}/{length} positions decided  {len(self.final)} final  step {self.steps}  "
+                            f"{elapsed:.1f} s", style="cyan"))
         return Group(Panel(text, title=self.title, title_align="left", border_style="blue"), status)
 
 
@@ -171,9 +193,9 @@ def _demo_diffusion(model, tokenizer, prompt, settings, live: bool, console, del
 
     strategy = settings.get("length_strategy", model.generation_config.length_strategy)
     with Live(console=console, refresh_per_second=20, transient=False) as screen:
-        drawer = LiveCanvas(tokenizer, model.config.mask_token_id, model.config.eos_token_ids,
-                            model.config.pad_token_id, screen, f"diffusion ({strategy})", delay)
-        answer = answer_diffusion(model, tokenizer, [prompt], callback=drawer, **settings)[0]
+        drawer = LiveCanvas(tokenizer, model.config.mask_token_id, model.config.eos_token_ids, screen,
+                            f"diffusion ({strategy})", delay)
+        answer = answer_diffusion(model, tokenizer, [prompt], streamer=drawer, **settings)[0]
     answer.seconds -= drawer.overhead
     return answer
 
