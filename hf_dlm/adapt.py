@@ -4,7 +4,7 @@ Imports only torch and transformers, so it travels with saved checkpoints (`Diff
 
 Steps: load the causal LM (object, Hub id, local directory, or GGUF file), give the tokenizer a *dedicated* mask
 token (DiffuGPT-small and DiffuLLaMA reused vocabulary ids 10541 / 811, which makes real occurrences of those
-tokens ambiguous: RESEARCH.md pitfall 2) and a pad token if it has none, grow the embeddings with the mean of the
+tokens ambiguous) and a pad token if it has none, grow the embeddings with the mean of the
 existing rows, and wrap the untouched AR weights in a DiffusionLM with bidirectional attention and the shift kept.
 """
 
@@ -170,7 +170,7 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase, mask_token: str = DEF
         )
     if tokenizer.pad_token is None:
         # A dedicated pad rather than pad = eos (GPT-2's habit): the decoder writes pad after the first EOS,
-        # and the two must stay distinguishable (RESEARCH.md pitfall 3).
+        # and the two must stay distinguishable (GPT-2's pad = eos = bos 50256 makes padding and "the answer ended" one token).
         tokenizer.add_special_tokens({"pad_token": DEFAULT_PAD_TOKEN})
         added.append(tokenizer.pad_token_id)
     return added

@@ -8,7 +8,7 @@ One engine, three length strategies (docs/decoding.md has worked examples), each
             decoded in semi-autoregressive blocks; the tail fills with EOS. The baseline: its cost follows the budget.
 - `grow`    `GrowLength`, dLLM-Var (github.com/maomaocun/dLLM-Var): the canvas starts as one block; a row whose
             canvas is fully decoded without an EOS gets another block; a row stops at its first EOS.
-- `predict` `PredictLength`, the seed's mechanism: the first forward runs over prompt + `max_new_tokens` masks;
+- `predict` `PredictLength`, a length bound read at the first step (this project's proposal; cf. DAEDAL): the first forward runs over prompt + `max_new_tokens` masks;
             p(EOS) at every position gives an upper bound on the answer's length; later steps run on that shorter
             canvas; a row that outgrows its bound continues as `grow`.
 A strategy answers four questions through the hooks of `LengthStrategy`: how long every canvas starts, what the
@@ -473,7 +473,7 @@ class GrowLength(LengthStrategy):
 
 
 class PredictLength(GrowLength):
-    """The seed's mechanism: the first forward sees the whole budget as masks; with EOS-filled training targets,
+    """A length bound from the first step (this project's proposal; cf. DAEDAL): the first forward sees the whole budget as masks; with EOS-filled training targets,
     p(EOS) at canvas position j estimates P(length <= j), so the first position where it reaches
     `predict_threshold` is the predicted length. The canvas is cut to predicted + 1 (the EOS) + `length_margin`
     (at most the budget); a row that fills it without an EOS grows as in `GrowLength`."""

@@ -28,7 +28,7 @@ from .configuration_dlm import DiffusionLMConfig
 from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 
 # Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
-# flag and padding, so they would silently run the model causally (RESEARCH.md pitfall 4).
+# flag and padding, so they would silently run the model causally (DiffuLLaMA's code notes FlashAttention-2 ignores its annealing masks).
 MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 # Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
 REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
