@@ -22,9 +22,13 @@ def free_port() -> int:
 
 
 @pytest.mark.ddp
-def test_two_gloo_processes_train_like_one_process_with_the_whole_batch(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_gloo_processes_train_like_one_process_with_the_whole_batch(tmp_path, sharding):
+    """DDP replicates the model; FSDP (FSDP2 `full_shard` through the Trainer's `fsdp_config`) shards every
+    parameter over the two processes: either way the run must equal one process with the whole batch."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               HF_DLM_FSDP="1" if sharding == "fsdp" else "0")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
         "--master_port", str(free_port()), str(SCRIPT), str(tmp_path),
@@ -33,7 +37,7 @@ def test_two_gloo_processes_train_like_one_process_with_the_whole_batch(tmp_path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
-    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were synchronised
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]  # gradients were synchronised (FSDP: gathered weights)
     assert ranks[0]["losses"] == ranks[1]["losses"] and len(ranks[0]["losses"]) == STEPS
 
     threads = torch.get_num_threads()
