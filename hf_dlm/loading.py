@@ -71,9 +71,11 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
     check_model_source(name_or_path)
     from transformers import AutoConfig, AutoTokenizer
 
+    from . import register_auto_classes
     from .configuration_dlm import DiffusionLMConfig
     from .modeling_dlm import DiffusionLM
 
+    register_auto_classes()  # AutoConfig / AutoTokenizer must know model_type "diffusion_lm" in a fresh process
     if gguf_file is None:
         try:
             model_type = AutoConfig.from_pretrained(name_or_path).model_type

@@ -1,6 +1,7 @@
 """The command line answers at once: `--help`, `--version` and every bad-setting error come back without importing
 torch or transformers (seconds saved on every typo), as one line on stderr, never a traceback."""
 
+import os
 import subprocess
 import sys
 
@@ -129,3 +130,16 @@ def test_import_hf_dlm_is_light_and_names_load_on_use():
             "from hf_dlm import DiffusionLM; from transformers import AutoConfig; "
             "assert AutoConfig.for_model('diffusion_lm').__class__.__name__ == 'DiffusionLMConfig'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_generate_loads_a_saved_checkpoint_in_a_fresh_process(tmp_path):
+    """The command registers the diffusion classes itself: nothing imported them before it runs."""
+    from tests.conftest import make_dlm
+
+    model, tok = make_dlm("llama")
+    model.save_pretrained(tmp_path, tokenizer=tok)
+    result = subprocess.run([sys.executable, "-m", "hf_dlm.cli", "generate", "--model", str(tmp_path), "--json",
+                             "--max-new-tokens", "4", "--block-length", "4", "ab"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"prompt": "ab"' in result.stdout
