@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings_dlm import validate_generation_settings
+from ..settings_dlm import token_id_list, validate_generation_settings
 from .canvas import (
     CanvasRenderer,
     Snapshot,
@@ -225,11 +225,30 @@ def stream_in_thread(work: Callable[[Callable], Any], stop: threading.Event, *,
             stop.set()
 
 
-def diffusion_snapshots(model, tokenizer, prompt: str, settings: dict, stop: threading.Event,
+# Hugging Face fast tokenizers are not safe to call from several threads at once: encoding reconfigures padding on
+# the shared Rust object ("Already borrowed"). Requests share the model's tokenizer, so every call to it takes
+# this lock; it is held for the milliseconds of tokenizing, never during a forward.
+TOKENIZER_LOCK = threading.Lock()
+
+
+def _encode(model, prompt: str) -> dict:
+    from ..evaluation import chat_inputs
+
+    with TOKENIZER_LOCK:
+        inputs = chat_inputs(model.tokenizer, [prompt])
+    return {k: v.to(model.device) for k, v in inputs.items()}
+
+
+def _decode(tokenizer, tokens: list[int], **kwargs) -> str:
+    with TOKENIZER_LOCK:
+        return tokenizer.decode(tokens, **kwargs)
+
+
+def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Event,
                         started: float | None = None) -> Iterator[tuple[str, Any]]:
     """`("step", Snapshot)` after every denoising step (coalesced), then `("done", Answer)`: one diffusion answer
-    (`evaluation.answer_diffusion`, the chat template applied) decoded in a worker thread."""
-    from ..evaluation import answer_diffusion
+    (the chat template applied, bookkept as `evaluation.answer_diffusion` does) decoded in a worker thread."""
+    from ..evaluation import Answer, split_answer
 
     started = time.perf_counter() if started is None else started
     predict = settings.get("length_strategy", model.generation_config.length_strategy) == "predict"
@@ -244,17 +263,26 @@ def diffusion_snapshots(model, tokenizer, prompt: str, settings: dict, stop: thr
                 bound = canvas_length(canvas, pad_id, eos_ids)
             callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started, bound))
 
-        return answer_diffusion(model, tokenizer, [prompt], callback=on_step, **settings)[0]
+        inputs = _encode(model, prompt)
+        begin = time.perf_counter()
+        out = model.diffusion_generate(**inputs, return_dict_in_generate=True, callback=on_step, **settings)
+        seconds = time.perf_counter() - begin
+        tokens, ended = split_answer(out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), eos_ids, pad_id)
+        extra = {}
+        if out.predicted_lengths is not None:
+            extra = {"predicted_length": int(out.predicted_lengths[0]), "grew": bool(out.grew[0])}
+        text = _decode(model.tokenizer, tokens, skip_special_tokens=True)
+        return Answer(prompt, text, tokens, ended, int(out.nfe_per_row[0]), seconds, extra)
 
     yield from stream_in_thread(work, stop)
 
 
 def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int, stop: threading.Event):
-    """The causal LM's greedy answer (`evaluation.answer_autoregressive`) in a worker thread; stops after the
-    current token when `stop` is set."""
+    """The causal LM's greedy answer in a worker thread (bookkept as `evaluation.answer_autoregressive`: NFE =
+    generated tokens); stops after the current token when `stop` is set."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from ..evaluation import answer_autoregressive
+    from ..evaluation import Answer, chat_inputs, split_answer
 
     class RaiseWhenStopped(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
@@ -262,9 +290,24 @@ def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int,
                 raise DecodingStopped
             return False
 
+    eos = ar_model.generation_config.eos_token_id
+    eos_ids = token_id_list(ar_model.config.eos_token_id if eos is None else eos)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None or pad_id >= ar_model.get_input_embeddings().num_embeddings:
+        pad_id = eos_ids[0]  # the diffusion tokenizer's dedicated pad is new to the AR model; one prompt, no padding
+
     def work(callback):
-        return answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
-                                     stopping_criteria=StoppingCriteriaList([RaiseWhenStopped()]))[0]
+        with TOKENIZER_LOCK:
+            inputs = chat_inputs(tokenizer, [prompt])
+        inputs = {k: v.to(ar_model.device) for k, v in inputs.items()}
+        begin = time.perf_counter()
+        out = ar_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                stopping_criteria=StoppingCriteriaList([RaiseWhenStopped()]))
+        seconds = time.perf_counter() - begin
+        generated = out[0, inputs["input_ids"].shape[1] :]
+        tokens, ended = split_answer(generated.tolist(), eos_ids, pad_id)
+        text = _decode(tokenizer, tokens, skip_special_tokens=True)
+        return Answer(prompt, text, tokens, ended, generated.shape[0], seconds)
 
     for kind, item in stream_in_thread(work, stop):
         if kind == "done":
@@ -317,7 +360,7 @@ class AnswerStream:
 
         def piece(token: int) -> str:
             if token not in cache:
-                cache[token] = tokenizer.decode([token])
+                cache[token] = _decode(tokenizer, [token])
             return cache[token]
 
         renderer = CanvasRenderer(piece, mask_id=model.config.mask_token_id, eos_ids=model.config.eos_token_ids,
@@ -332,7 +375,7 @@ class AnswerStream:
         yield PageUpdate(panel_html(title, renderer.render(first), "decoding"), ar_waiting, "")
         answer = None
         try:
-            for kind, item in diffusion_snapshots(model, tokenizer, prompt, settings, self.stop):
+            for kind, item in diffusion_snapshots(model, prompt, settings, self.stop):
                 if kind == "step":
                     yield PageUpdate(panel_html(title, renderer.render(item), "decoding"), ar_waiting, "")
                 else:
@@ -416,5 +459,5 @@ class StopRegistry:
 
 
 __all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MAX_BUDGET", "ModelHolder",
-           "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "autoregressive_answer", "check_request",
+           "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "TOKENIZER_LOCK", "autoregressive_answer", "check_request",
            "diffusion_snapshots", "stream_in_thread"]
