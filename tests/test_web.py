@@ -147,7 +147,7 @@ def test_the_canvas_shows_masks_tokens_the_new_ones_and_the_current_block():
     assert '<span class="t">a</span>' in drawn  # committed before: plain
     assert '<span class="t new">&lt;b&gt;</span>' in drawn  # committed by this step, escaped
     assert '<span class="m blk">░</span><span class="t new blk"> c</span>' in drawn  # block 2 = positions 2-3
-    assert html.count("░") == 3
+    assert drawn.count("░") == 3
     assert "3/6 positions decided" in drawn
 
 
