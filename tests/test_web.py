@@ -304,10 +304,11 @@ def ready_holder(model, ar_model=None) -> ModelHolder:
     return ModelHolder(lambda: LoadedModel(model, ar_model), "tiny").load_now()
 
 
-def updates(holder, prompt="ab", page=None, compare_ar=False, stop=None):
+def updates(holder, prompt="ab", page=None, compare_ar=False, stop=None, min_frame_interval=0.0):
     page = {"max_new_tokens": 16, "block_length": 4, "length_strategy": "predict", "threshold": 0.9,
             "temperature": 0.0} if page is None else page
-    return list(AnswerStream(holder, prompt, page, compare_ar, stop or threading.Event()))
+    return list(AnswerStream(holder, prompt, page, compare_ar, stop or threading.Event(),
+                             min_frame_interval=min_frame_interval))
 
 
 def test_the_first_update_is_the_canvas_of_masks_before_any_forward(tiny):
@@ -330,6 +331,13 @@ def test_an_answer_ends_with_its_text_and_figures(tiny):
     for figure in ("tokens", "forwards", "tokens / forward", "seconds", "tokens / s", "predicted bound"):
         assert f'data-figure="{figure}"' in last.diffusion
     assert last.message == "" and last.ar == ""
+
+
+def test_frames_are_throttled_but_the_first_canvas_and_the_answer_always_come(tiny):
+    every = updates(ready_holder(tiny))
+    throttled = updates(ready_holder(tiny), min_frame_interval=60.0)
+    assert len(every) > 3 and len(throttled) == 2
+    assert 'data-step="0"' in throttled[0].diffusion and 'data-state="done"' in throttled[1].diffusion
 
 
 def test_without_an_ar_twin_the_comparison_says_it_is_unavailable(tiny):
@@ -395,7 +403,7 @@ def test_a_failed_load_is_explained_on_the_page(capsys):
 def test_stop_ends_the_answer_with_a_message(tiny):
     stop = threading.Event()
     stream = iter(AnswerStream(ready_holder(tiny), "ab", {"max_new_tokens": 64, "block_length": 4, "threshold": None},
-                               False, stop))
+                               False, stop, min_frame_interval=0.0))
     next(stream)
     next(stream)
     stop.set()

@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from ..settings_dlm import LENGTH_STRATEGIES  # noqa: E402
-from .canvas import CSS, message_html  # noqa: E402
+from .canvas import CSS  # noqa: E402
 from .session import MAX_BUDGET, AnswerStream, ModelHolder, StopRegistry  # noqa: E402
 
 EXAMPLE_PROMPTS = ("Explain the water cycle in simple terms.", "Write a haiku about snow.",
@@ -82,16 +82,16 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
                 stops.end(session, stop_event)
 
         def stop_answer(request: gr.Request):
-            if not stops.stop(request.session_hash or "anonymous"):
-                return message_html("Nothing to stop: no answer of yours is decoding.", "info")
-            return message_html("Stopping after the current step...", "info")
+            # No output: the answer's own stream says where it stopped (an output shared with the running answer
+            # would wait for it to finish).
+            stops.stop(request.session_hash or "anonymous")
 
         inputs = [prompt, strategy, block, threshold, budget, temperature, compare]
         outputs = [diffusion, ar, message]
         for trigger in (send.click, prompt.submit):
             trigger(answer, inputs, outputs, concurrency_limit=concurrency, concurrency_id="answer",
                     show_progress="hidden", api_visibility="private")
-        stop.click(stop_answer, None, [message], queue=False, api_visibility="private")
+        stop.click(stop_answer, None, None, queue=False, api_visibility="private")
 
         timer = gr.Timer(1.0)
 

@@ -36,6 +36,11 @@ from .canvas import (
     panel_html,
 )
 
+# At most one canvas per this many seconds reaches the page (the first at once, the final answer always): a tiny
+# model decodes a step in milliseconds, and redrawing hundreds of spans per step would keep the browser too busy
+# to answer clicks (Stop among them). 12 frames/s still shows every step of a real model's ~30 ms forwards in groups
+# of two or three.
+MIN_FRAME_INTERVAL = 0.08
 MAX_BUDGET = 1024  # the page's budget range; the model's own position limit is checked by diffusion_generate
 PAGE_SETTINGS = ("length_strategy", "block_length", "threshold", "max_new_tokens", "temperature")
 PAGE_LABELS = {"max_new_tokens": "Budget (max new tokens)", "block_length": "Block length",
@@ -335,7 +340,9 @@ class AnswerStream:
     logged with theirs on stderr)."""
 
     def __init__(self, holder: ModelHolder, prompt: str | None, page: dict, compare_ar: bool,
-                 stop: threading.Event, defaults: dict | None = None, overrides: dict | None = None):
+                 stop: threading.Event, defaults: dict | None = None, overrides: dict | None = None,
+                 min_frame_interval: float = MIN_FRAME_INTERVAL):
+        self.min_frame_interval = min_frame_interval
         self.holder, self.prompt, self.page, self.compare_ar, self.stop = holder, prompt, page, compare_ar, stop
         self.defaults, self.overrides = defaults or {}, overrides or {}
         self.started = time.perf_counter()
@@ -373,13 +380,16 @@ class AnswerStream:
                                                  model.config.mask_token_id, model.config.pad_token_id), 0.0)
         self.first_update_seconds = time.perf_counter() - self.started
         yield PageUpdate(panel_html(title, renderer.render(first), "decoding"), ar_waiting, "")
-        answer = None
+        answer, shown = None, time.perf_counter()
         try:
             for kind, item in diffusion_snapshots(model, prompt, settings, self.stop):
-                if kind == "step":
-                    yield PageUpdate(panel_html(title, renderer.render(item), "decoding"), ar_waiting, "")
-                else:
+                if kind == "done":
                     answer = item
+                elif time.perf_counter() - shown >= self.min_frame_interval:
+                    yield PageUpdate(panel_html(title, renderer.render(item), "decoding"), ar_waiting, "")
+                    shown = time.perf_counter()
+                else:
+                    renderer.last = item  # not drawn; a stop shows the newest step all the same
         except DecodingStopped:
             last = renderer.last
             canvas = renderer.render(last, "stopped") if last is not None else ""
@@ -458,6 +468,6 @@ class StopRegistry:
         return True
 
 
-__all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MAX_BUDGET", "ModelHolder",
+__all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MAX_BUDGET", "MIN_FRAME_INTERVAL", "ModelHolder",
            "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "TOKENIZER_LOCK", "autoregressive_answer", "check_request",
            "diffusion_snapshots", "stream_in_thread"]
