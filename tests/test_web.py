@@ -157,6 +157,15 @@ def test_the_canvas_ends_at_eos_and_at_the_canvas_edge():
     assert 'data-length="4"' in drawn and "blk" not in drawn
 
 
+def test_a_pad_that_is_an_eos_id_is_not_drawn_as_the_end_while_decoding():
+    # SmolLM2 pads with <|im_end|>, an EOS id: the grow canvas [tok, mask, mask] + pad must not read as ended
+    draw = renderer(eos_ids=[0, 8], pad_id=8, strategy="grow")
+    decoding = draw.render(Snapshot(1, 1, 0, [1, 9, 9, 8, 8, 8], 0.1))
+    assert 'data-length="3"' in decoding and "⏎" not in decoding
+    done = draw.render(Snapshot(2, 2, 0, [1, 3, 8, 8, 8, 8], 0.2, finished=True), "done")
+    assert 'data-length="2"' in done and done.count("⏎") == 1
+
+
 def test_predict_shows_its_bound_once_the_first_forward_set_it():
     draw = renderer(strategy="predict", budget=6)
     first = draw.render(Snapshot(0, 0, 0, initial_canvas("predict", 6, 2, 9, 8), 0.0))

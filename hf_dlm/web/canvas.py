@@ -26,6 +26,7 @@ class Snapshot:
     block: int
     canvas: list[int]  # [budget]: token ids, masks as mask_token_id, pad outside the canvas
     seconds: float  # since decoding began
+    finished: bool = False  # the row has ended (its EOS is committed)
     bound: int | None = None  # predict: the canvas length the first forward set (None before it, other strategies)
 
 
@@ -37,9 +38,11 @@ def initial_canvas(strategy: str, budget: int, block_length: int, mask_id: int, 
 
 
 def canvas_length(canvas: Sequence[int], pad_id: int, eos_ids: Sequence[int]) -> int:
-    """Positions inside the canvas: up to the first pad (a pad that is also an EOS id cannot mark the end)."""
+    """Positions inside the canvas: up to the first pad. Where the pad is also an EOS id (SmolLM2's tokenizer pads
+    with <|im_end|>), the canvas edge and a committed EOS look alike: the canvas is then taken to end after its
+    last position that is not an EOS id (a mask or a token)."""
     if pad_id in eos_ids:
-        return len(canvas)
+        return 1 + max((i for i, token in enumerate(canvas) if token not in eos_ids), default=-1)
     for i, token in enumerate(canvas):
         if token == pad_id:
             return i
@@ -78,6 +81,8 @@ class CanvasRenderer:
             spans.append(f'<span class="t{" new" if fresh else ""}{block}">{html.escape(self.piece(token))}</span>')
         if shown < length:
             spans.append(f'<span class="rest">(+{length - shown} positions after the end)</span>')
+        elif self.pad_id in self.eos_ids and (snapshot.finished or state == "done") and length < len(canvas):
+            spans.append('<span class="eos" title="end of answer">' + EOS_GLYPH + "</span>")  # the EOS after the text
         self.previous, self.last = canvas, snapshot
         figures = [f"step {snapshot.step}", f"forwards {snapshot.nfe}", f"block {snapshot.block + 1}",
                    f"{decided}/{length} positions decided"]

@@ -266,7 +266,8 @@ def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Even
             canvas = step.canvas[0, step.prompt_length :].tolist()
             if predict and bound is None:  # the first forward cut the canvas to the bound read from p(EOS)
                 bound = canvas_length(canvas, pad_id, eos_ids)
-            callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started, bound))
+            callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started,
+                              bool(step.finished[0]), bound))
 
         inputs = _encode(model, prompt)
         begin = time.perf_counter()
