@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         name = args.model
     holder = ModelHolder(load, name, expected_seconds=20 if args.model is None else None)
+    notes = {} if args.model is not None else {"ar_note": "off: hf-dlm serve was started with --no-ar"}
     demo = build_app(holder, defaults=saved_generation_settings(args.model), overrides=overrides,
-                     ar_available=with_ar, concurrency=args.concurrency)
+                     ar_available=with_ar, concurrency=args.concurrency, **notes)
     holder.start()
     return launch(demo, args.host, args.port)
 

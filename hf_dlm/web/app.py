@@ -31,9 +31,11 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 
 def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_available: bool,
-              concurrency: int = 2, title: str = "hf_dlm: a diffusion LM at work") -> gr.Blocks:
+              concurrency: int = 2, title: str = "hf_dlm: a diffusion LM at work",
+              ar_note: str = AR_UNAVAILABLE_SHORT) -> gr.Blocks:
     """The page. `defaults`: the model's saved decoding settings (validated with); `overrides`: the decoding
-    flags of `hf-dlm serve` (applied to every answer; the page's fields start from them)."""
+    flags of `hf-dlm serve` (applied to every answer; the page's fields start from them); `ar_note`: why the AR
+    comparison is off, when it is."""
     stops = StopRegistry()
     start = defaults | overrides
 
@@ -63,7 +65,7 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
                 temperature = gr.Slider(0.0, 2.0, value=start.get("temperature", 0.0), step=0.1,
                                         label="Temperature (0 = greedy)", elem_id="temperature")
                 compare = gr.Checkbox(value=ar_available, interactive=ar_available, label="Compare with AR",
-                                      info=None if ar_available else AR_UNAVAILABLE_SHORT, elem_id="compare")
+                                      info=None if ar_available else ar_note, elem_id="compare")
         message = gr.HTML("", elem_id="message")
         with gr.Row(equal_height=False):
             diffusion = gr.HTML("", elem_id="diffusion-panel", min_height=120)
@@ -78,7 +80,8 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
             try:
                 for update in AnswerStream(holder, text, page, bool(compare_value), stop_event, defaults, overrides):
                     yield update.diffusion, update.ar, update.message
-            finally:
+            finally:  # also when the page goes away mid-answer: the decoding thread ends at its next step
+                stop_event.set()
                 stops.end(session, stop_event)
 
         def stop_answer(request: gr.Request):
