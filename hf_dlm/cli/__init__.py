@@ -3,6 +3,7 @@
     hf-dlm generate  decode prompts with any DiffusionLM checkpoint (cli/generate.py)
     hf-dlm demo      watch the embedded default answer by diffusion, next to its AR self (cli/demo.py)
     hf-dlm bench     length strategies, cache and AR compared on a JSONL of prompts (cli/bench.py)
+    hf-dlm serve     the web demo: watch the canvas fill in, in a browser (cli/serve.py)
     hf-dlm train     adapt / fine-tune a causal LM with DiffusionTrainer (cli/train.py)
 
 Why so lazy: `import torch, transformers` takes seconds, and a user who typed `--help` or a wrong flag should get
@@ -20,6 +21,7 @@ COMMANDS = {
     "generate": ("decode prompts with any DiffusionLM checkpoint (default: the embedded model)", "generate"),
     "demo": ("watch the embedded default answer by diffusion, next to its autoregressive self", "demo"),
     "bench": ("compare length strategies, cache and AR decoding on a JSONL of prompts", "bench"),
+    "serve": ("a web page on which the canvas of each answer fills in live (Gradio)", "serve"),
     "train": ("adapt or fine-tune a causal LM into a diffusion LM (DiffusionTrainer)", "train"),
 }
 

@@ -1,0 +1,116 @@
+"""`hf-dlm serve`: the web demo. A Gradio page on which the answer's canvas fills in live as it is decoded (masks,
+committed tokens, the current block, the predicted bound), with the decoding settings, the figures of each answer
+and, for the embedded default, the same prompt answered autoregressively by SmolLM2 beside it.
+
+The page is up at once; the model loads in the background (about 20 s for the default) and a prompt sent before
+that is told to wait. Binds 127.0.0.1 (this machine only) unless --host says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import socket
+import sys
+
+from .options import add_decoding_arguments, add_model_arguments, check_decoding, check_model, decoding_settings
+
+DEFAULT_PORT = 7860  # Gradio's usual port
+DEFAULT_CONCURRENCY = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-dlm serve",
+        description="A web page on which a diffusion LM answers while you watch its canvas fill in (Gradio). "
+        "Default model: the embedded SmolLM2 diffusion model, with its autoregressive self beside it.",
+    )
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: your network)")
+    group.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    group.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                       help=f"answers decoded at once, each in its own thread on the one model (default "
+                       f"{DEFAULT_CONCURRENCY}); further requests wait in the queue")
+    group.add_argument("--no-ar", dest="ar", action="store_false",
+                       help="do not load the AR twin of the embedded default (no comparison; less memory)")
+    add_model_arguments(parser, "the embedded SmolLM2 diffusion model, with the AR comparison")
+    add_decoding_arguments(parser)
+    return parser
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (taken, unknown address), or None. Binds with SO_REUSEADDR as
+    uvicorn does, so a port in TIME_WAIT counts as free and a listening one as taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        return f"cannot resolve --host {host}: {error.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == 98:  # EADDRINUSE
+                return f"port {port} on {host} is already in use (another server?): pick a free one with --port"
+            return f"cannot listen on {host}:{port}: {error.strerror}"
+    return None
+
+
+class _ReportingParser(argparse.ArgumentParser):
+    """`options.load_model` ends fixable load failures with `parser.error`; in the loading thread that becomes an
+    exception, shown on the page, instead of an exit."""
+
+    def error(self, message):
+        raise RuntimeError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        parser.error(f"--port must be between 1 and 65535, got {args.port}")
+    if args.concurrency < 1:
+        parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    overrides = decoding_settings(args)
+    check_model(parser, args.model)
+    check_decoding(parser, args.model, overrides)
+    if importlib.util.find_spec("gradio") is None:
+        parser.error("the web demo needs gradio: pip install 'hf-dlm[web]' (or pip install gradio)")
+    problem = port_taken(args.host, args.port)
+    if problem:
+        print(f"hf-dlm serve: error: {problem}", file=sys.stderr)
+        return 2
+
+    from ..web.app import build_app, launch
+    from ..web.session import LoadedModel, ModelHolder
+    from .options import load_model, progress, saved_generation_settings
+
+    with_ar = args.ar and args.model is None
+
+    def load() -> LoadedModel:
+        # loading.load_diffusion_lm imports the classes without registering them with the Auto classes, so a saved
+        # checkpoint's AutoConfig would ask for trust_remote_code; registering first loads it with our classes.
+        from .. import register_auto_classes
+
+        register_auto_classes()
+        loaded = load_model(_ReportingParser(prog="hf-dlm serve"), args.model, args.dtype, args.device,
+                            args.threads, status=progress, autoregressive=with_ar)
+        return LoadedModel(*loaded) if with_ar else LoadedModel(loaded, None)
+
+    if args.model is None:
+        from ..default import DEFAULT_MODEL_NAME as name
+    else:
+        name = args.model
+    holder = ModelHolder(load, name, expected_seconds=20 if args.model is None else None)
+    notes = {} if args.model is not None else {"ar_note": "off: hf-dlm serve was started with --no-ar"}
+    demo = build_app(holder, defaults=saved_generation_settings(args.model), overrides=overrides,
+                     ar_available=with_ar, concurrency=args.concurrency, **notes)
+    holder.start()
+    return launch(demo, args.host, args.port)
+
+
+__all__ = ["build_parser", "main", "port_taken"]

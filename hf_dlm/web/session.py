@@ -1,0 +1,474 @@
+"""What one request of the web demo does, with no UI in it: check the settings, get the model (loaded in the
+background so the page is up at once), decode in a worker thread while the canvas streams to the page, stop when
+asked. `app.py` wires these to Gradio; the unit tests call them on tiny models.
+
+Concurrency: every request decodes in its own thread with its own decoder state and KV cache (`_Decoder` holds
+all per-call state; the weights are only read, under `torch.no_grad`), so several answers decode at once on one
+model without a lock and without mixing. How many at once is Gradio's `concurrency_limit` (`hf-dlm serve
+--concurrency`); further requests wait in Gradio's queue.
+
+Stopping: the decoding callback checks a per-request `threading.Event` after every denoising step and raises
+`DecodingStopped`, so a stopped answer ends after at most one more forward (the autoregressive comparison checks it
+after every token, as a stopping criterion).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..settings_dlm import token_id_list, validate_generation_settings
+from .canvas import (
+    CanvasRenderer,
+    Snapshot,
+    answer_figures,
+    answer_html,
+    canvas_length,
+    initial_canvas,
+    message_html,
+    panel_html,
+)
+
+# At most one canvas per this many seconds reaches the page (the first at once, the final answer always): a tiny
+# model decodes a step in milliseconds, and redrawing hundreds of spans per step would keep the browser too busy
+# to answer clicks (Stop among them). 12 frames/s still shows every step of a real model's ~30 ms forwards in groups
+# of two or three.
+MIN_FRAME_INTERVAL = 0.08
+MAX_BUDGET = 1024  # the page's budget range; the model's own position limit is checked by diffusion_generate
+PAGE_SETTINGS = ("length_strategy", "block_length", "threshold", "max_new_tokens", "temperature")
+PAGE_LABELS = {"max_new_tokens": "Budget (max new tokens)", "block_length": "Block length",
+               "threshold": "Threshold", "temperature": "Temperature", "length_strategy": "Length strategy"}
+
+
+class RequestError(ValueError):
+    """A request the page refuses; the message says what to change."""
+
+
+class DecodingStopped(Exception):
+    """Raised inside the decoding thread when its request was stopped."""
+
+
+# ----------------------------------------------------------------------------------------------- settings
+def _whole_number(name: str, value: Any, low: int, high: int | None = None) -> int:
+    label = PAGE_LABELS[name]
+    limit = f"between {low} and {high}" if high is not None else f"of at least {low}"
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise RequestError(f"{label} is empty: give a whole number {limit}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{label} must be a whole number {limit}, got {value!r}.") from None
+    if not math.isfinite(number) or number != int(number):
+        raise RequestError(f"{label} must be a whole number {limit}, got {value!r}.")
+    number = int(number)
+    if number < low or (high is not None and number > high):
+        raise RequestError(f"{label} {number} is out of range: give a whole number {limit}.")
+    return number
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{PAGE_LABELS[name]} must be a number, got {value!r}.") from None
+    return number
+
+
+def check_request(prompt: str | None, page: dict, defaults: dict | None = None,
+                  overrides: dict | None = None) -> tuple[str, dict]:
+    """The prompt and the settings to decode with, or `RequestError`.
+
+    `page`: the page's fields (`PAGE_SETTINGS`); `defaults`: the model's saved generation settings (validated with,
+    not passed: the model applies them itself); `overrides`: decoding flags given to `hf-dlm serve`. Returns the
+    settings for `diffusion_generate` (overrides + page), checked by `validate_generation_settings` (the function
+    `DiffusionGenerationConfig.validate` calls) over the model's defaults."""
+    if prompt is None or not str(prompt).strip():
+        raise RequestError("The prompt is empty: type a question or an instruction first.")
+    unknown = sorted(set(page) - set(PAGE_SETTINGS))
+    if unknown:
+        raise RequestError(f"Unknown page settings {unknown}.")
+    settings = dict(overrides or {})
+    if "max_new_tokens" in page:
+        settings["max_new_tokens"] = _whole_number("max_new_tokens", page["max_new_tokens"], 1, MAX_BUDGET)
+    if "block_length" in page:
+        settings["block_length"] = _whole_number("block_length", page["block_length"], 1)
+    if "threshold" in page:
+        settings["threshold"] = None if page["threshold"] is None else _number("threshold", page["threshold"])
+    if "temperature" in page:
+        settings["temperature"] = _number("temperature", page["temperature"])
+    if "length_strategy" in page:
+        settings["length_strategy"] = page["length_strategy"]
+    try:
+        validate_generation_settings((defaults or {}) | settings)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
+    return str(prompt), settings
+
+
+# ----------------------------------------------------------------------------------------------- the model
+@dataclass
+class LoadedModel:
+    model: Any  # DiffusionLM (its tokenizer: model.tokenizer)
+    ar_model: Any | None  # the causal LM it was adapted from, for the comparison (embedded default only)
+
+
+class ModelHolder:
+    """Loads the model in a background thread so that the page is served at once; a request that comes before
+    the model is ready is told to wait, one after a failed load is told why."""
+
+    def __init__(self, load: Callable[[], LoadedModel], name: str, expected_seconds: float | None = None):
+        self._load, self.name, self.expected_seconds = load, name, expected_seconds
+        self.state = "not started"
+        self.loaded: LoadedModel | None = None
+        self.error: str | None = None
+        self.started = self.finished = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ModelHolder:
+        self.state, self.started = "loading", time.perf_counter()
+        self._thread = threading.Thread(target=self._run, name="hf-dlm-load", daemon=True)
+        self._thread.start()
+        return self
+
+    def load_now(self) -> ModelHolder:
+        self.state, self.started = "loading", time.perf_counter()
+        self._run()
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.state == "ready"
+
+    def _run(self) -> None:
+        try:
+            self.loaded = self._load()
+            self.state = "ready"
+        except Exception as error:  # shown on the page and on stderr: the server keeps answering with the reason
+            self.error = str(error) or type(error).__name__
+            self.state = "failed"
+            print(f"hf-dlm serve: error: the model failed to load: {self.error}", file=sys.stderr, flush=True)
+        finally:
+            self.finished = time.perf_counter()
+
+    def get(self) -> LoadedModel:
+        if self.state == "ready":
+            return self.loaded
+        if self.state == "failed":
+            raise RequestError(f"The model failed to load: {self.error} Restart `hf-dlm serve` with a working "
+                               f"--model (the server log has the details).")
+        if self.state == "loading":
+            waited = time.perf_counter() - self.started
+            expected = f" of about {self.expected_seconds:.0f} s" if self.expected_seconds else ""
+            raise RequestError(f"The model is still loading ({waited:.0f} s{expected} so far): send your prompt "
+                               f"again in a moment.")
+        raise RequestError("The model has not started loading.")
+
+    def status(self) -> str:
+        if self.state == "ready":
+            model = self.loaded.model
+            dtype = str(model.dtype).removeprefix("torch.")
+            return (f"{self.name}: ready (loaded in {self.finished - self.started:.1f} s; {dtype}, "
+                    f"{model.device})")
+        if self.state == "failed":
+            return f"{self.name}: failed to load: {self.error}"
+        if self.state == "loading":
+            return f"{self.name}: loading... {time.perf_counter() - self.started:.0f} s"
+        return f"{self.name}: not loaded"
+
+
+# ----------------------------------------------------------------------------------------------- streaming
+def stream_in_thread(work: Callable[[Callable], Any], stop: threading.Event, *,
+                     poll: float = 1.0) -> Iterator[tuple[str, Any]]:
+    """Run `work(callback)` in a worker thread and yield `("step", item)` for what the callback receives, then
+    `("done", result)`. Steps that arrive faster than they are consumed are coalesced to the newest (a slow page
+    never slows the decoding). The callback raises `DecodingStopped` once `stop` is set, which ends `work` at its
+    next step; an exception of `work` is re-raised here. If the consumer abandons the generator, `stop` is set."""
+    updates: queue.Queue = queue.Queue()
+
+    def callback(item) -> None:
+        if stop.is_set():
+            raise DecodingStopped
+        updates.put(("step", item))
+
+    def target() -> None:
+        try:
+            updates.put(("done", work(callback)))
+        except BaseException as error:  # noqa: B036 (handed to the consumer, who re-raises it)
+            updates.put(("error", error))
+
+    worker = threading.Thread(target=target, name="hf-dlm-decode", daemon=True)
+    worker.start()
+    finished = False
+    try:
+        while True:
+            try:
+                kind, item = updates.get(timeout=poll)
+            except queue.Empty:
+                continue
+            while kind == "step":  # coalesce: only the newest snapshot is worth drawing
+                try:
+                    kind, item = updates.get_nowait()
+                except queue.Empty:
+                    yield "step", item
+                    break
+            else:
+                finished = True
+                if kind == "error":
+                    raise item
+                yield "done", item
+                return
+    finally:
+        if not finished:
+            stop.set()
+
+
+# Hugging Face fast tokenizers are not safe to call from several threads at once: encoding reconfigures padding on
+# the shared Rust object ("Already borrowed"). Requests share the model's tokenizer, so every call to it takes
+# this lock; it is held for the milliseconds of tokenizing, never during a forward.
+TOKENIZER_LOCK = threading.Lock()
+
+
+def _encode(model, prompt: str) -> dict:
+    from ..evaluation import chat_inputs
+
+    with TOKENIZER_LOCK:
+        inputs = chat_inputs(model.tokenizer, [prompt])
+    return {k: v.to(model.device) for k, v in inputs.items()}
+
+
+def _decode(tokenizer, tokens: list[int], **kwargs) -> str:
+    with TOKENIZER_LOCK:
+        return tokenizer.decode(tokens, **kwargs)
+
+
+def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Event,
+                        started: float | None = None) -> Iterator[tuple[str, Any]]:
+    """`("step", Snapshot)` after every denoising step (coalesced), then `("done", Answer)`: one diffusion answer
+    (the chat template applied, bookkept as `evaluation.answer_diffusion` does) decoded in a worker thread."""
+    from ..evaluation import Answer, split_answer
+
+    started = time.perf_counter() if started is None else started
+    predict = settings.get("length_strategy", model.generation_config.length_strategy) == "predict"
+    pad_id, eos_ids = model.config.pad_token_id, model.config.eos_token_ids
+    bound = None
+
+    def work(callback):
+        def on_step(step):
+            nonlocal bound
+            canvas = step.canvas[0, step.prompt_length :].tolist()
+            if predict and bound is None:  # the first forward cut the canvas to the bound read from p(EOS)
+                bound = canvas_length(canvas, pad_id, eos_ids)
+            callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started,
+                              bool(step.finished[0]), bound))
+
+        inputs = _encode(model, prompt)
+        begin = time.perf_counter()
+        out = model.diffusion_generate(**inputs, return_dict_in_generate=True, callback=on_step, **settings)
+        seconds = time.perf_counter() - begin
+        tokens, ended = split_answer(out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), eos_ids, pad_id)
+        extra = {}
+        if out.predicted_lengths is not None:
+            extra = {"predicted_length": int(out.predicted_lengths[0]), "grew": bool(out.grew[0])}
+        text = _decode(model.tokenizer, tokens, skip_special_tokens=True)
+        return Answer(prompt, text, tokens, ended, int(out.nfe_per_row[0]), seconds, extra)
+
+    yield from stream_in_thread(work, stop)
+
+
+def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int, stop: threading.Event):
+    """The causal LM's greedy answer in a worker thread (bookkept as `evaluation.answer_autoregressive`: NFE =
+    generated tokens); stops after the current token when `stop` is set."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from ..evaluation import Answer, chat_inputs, split_answer
+
+    class RaiseWhenStopped(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if stop.is_set():
+                raise DecodingStopped
+            return False
+
+    eos = ar_model.generation_config.eos_token_id
+    eos_ids = token_id_list(ar_model.config.eos_token_id if eos is None else eos)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None or pad_id >= ar_model.get_input_embeddings().num_embeddings:
+        pad_id = eos_ids[0]  # the diffusion tokenizer's dedicated pad is new to the AR model; one prompt, no padding
+
+    def work(callback):
+        with TOKENIZER_LOCK:
+            inputs = chat_inputs(tokenizer, [prompt])
+        inputs = {k: v.to(ar_model.device) for k, v in inputs.items()}
+        begin = time.perf_counter()
+        out = ar_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
+                                stopping_criteria=StoppingCriteriaList([RaiseWhenStopped()]))
+        seconds = time.perf_counter() - begin
+        generated = out[0, inputs["input_ids"].shape[1] :]
+        tokens, ended = split_answer(generated.tolist(), eos_ids, pad_id)
+        text = _decode(tokenizer, tokens, skip_special_tokens=True)
+        return Answer(prompt, text, tokens, ended, generated.shape[0], seconds)
+
+    for kind, item in stream_in_thread(work, stop):
+        if kind == "done":
+            return item
+    raise RuntimeError("the autoregressive answer ended without a result")
+
+
+# ----------------------------------------------------------------------------------------------- a request
+@dataclass(frozen=True)
+class PageUpdate:
+    """What the page shows: the diffusion panel, the AR panel and a message line (HTML strings)."""
+
+    diffusion: str
+    ar: str
+    message: str
+
+
+AR_UNAVAILABLE = ("AR comparison unavailable: it needs the causal LM the model was adapted from, which only the "
+                  "embedded default brings (SmolLM2-135M-Instruct). Serving a --model checkpoint: no AR twin.")
+
+
+class AnswerStream:
+    """One request: `for update in AnswerStream(...)` yields `PageUpdate`s, the first (the initial canvas of
+    masks) before the first forward. Errors become messages on the page, never a traceback (unexpected ones are
+    logged with theirs on stderr)."""
+
+    def __init__(self, holder: ModelHolder, prompt: str | None, page: dict, compare_ar: bool,
+                 stop: threading.Event, defaults: dict | None = None, overrides: dict | None = None,
+                 min_frame_interval: float = MIN_FRAME_INTERVAL):
+        self.min_frame_interval = min_frame_interval
+        self.holder, self.prompt, self.page, self.compare_ar, self.stop = holder, prompt, page, compare_ar, stop
+        self.defaults, self.overrides = defaults or {}, overrides or {}
+        self.started = time.perf_counter()
+        self.first_update_seconds: float | None = None  # request -> first canvas, measured on the server
+
+    def __iter__(self) -> Iterator[PageUpdate]:
+        try:
+            prompt, settings = check_request(self.prompt, self.page, self.defaults, self.overrides)
+            loaded = self.holder.get()
+        except RequestError as error:
+            yield PageUpdate("", "", message_html(str(error)))
+            return
+        yield from self._answer(loaded, prompt, settings)
+
+    def _answer(self, loaded: LoadedModel, prompt: str, settings: dict) -> Iterator[PageUpdate]:
+        model = loaded.model
+        tokenizer = model.tokenizer
+        config = model.generation_config
+        effective = {name: settings.get(name, getattr(config, name)) for name in PAGE_SETTINGS}
+        strategy, budget = effective["length_strategy"], effective["max_new_tokens"]
+        cache: dict[int, str] = {}
+
+        def piece(token: int) -> str:
+            if token not in cache:
+                cache[token] = _decode(tokenizer, [token])
+            return cache[token]
+
+        renderer = CanvasRenderer(piece, mask_id=model.config.mask_token_id, eos_ids=model.config.eos_token_ids,
+                                  pad_id=model.config.pad_token_id, block_length=effective["block_length"],
+                                  strategy=strategy, budget=budget)
+        title = f"diffusion ({strategy}, block {effective['block_length']}, threshold {effective['threshold']})"
+        with_ar = self.compare_ar and loaded.ar_model is not None
+        ar_waiting = self._ar_placeholder(with_ar)
+        first = Snapshot(0, 0, 0, initial_canvas(strategy, budget, effective["block_length"],
+                                                 model.config.mask_token_id, model.config.pad_token_id), 0.0)
+        self.first_update_seconds = time.perf_counter() - self.started
+        yield PageUpdate(panel_html(title, renderer.render(first), "decoding"), ar_waiting, "")
+        answer, shown = None, time.perf_counter()
+        try:
+            for kind, item in diffusion_snapshots(model, prompt, settings, self.stop):
+                if kind == "done":
+                    answer = item
+                elif time.perf_counter() - shown >= self.min_frame_interval:
+                    yield PageUpdate(panel_html(title, renderer.render(item), "decoding"), ar_waiting, "")
+                    shown = time.perf_counter()
+                else:
+                    renderer.last = item  # not drawn; a stop shows the newest step all the same
+        except DecodingStopped:
+            last = renderer.last
+            canvas = renderer.render(last, "stopped") if last is not None else ""
+            yield PageUpdate(panel_html(title, canvas, "stopped"), "",
+                             message_html(f"Stopped at step {last.step if last else 0}: the decoding thread ended "
+                                          f"after its current forward.", "info"))
+            return
+        except Exception as error:
+            yield PageUpdate("", "", message_html(self._explain(error)))
+            return
+        bound = renderer.bound if strategy == "predict" else None
+        figures = answer_figures(len(answer.tokens), answer.ended, answer.nfe, answer.seconds,
+                                 answer.extra.get("predicted_length"), bound, answer.extra.get("grew"))
+        canvas = renderer.render(renderer.last, "done") if renderer.last is not None else ""
+        diffusion = answer_html(title, answer.text, figures, canvas)
+        if not with_ar:
+            yield PageUpdate(diffusion, ar_waiting, "")
+            return
+        yield PageUpdate(diffusion, panel_html("autoregressive (greedy)", '<div class="dlm-note">answering, one '
+                                               'token per forward...</div>', "decoding"), "")
+        try:
+            ar = autoregressive_answer(loaded.ar_model, tokenizer, prompt, budget, self.stop)
+        except DecodingStopped:
+            yield PageUpdate(diffusion, "", message_html("Stopped during the autoregressive answer.", "info"))
+            return
+        except Exception as error:
+            yield PageUpdate(diffusion, "", message_html(self._explain(error)))
+            return
+        figures = answer_figures(len(ar.tokens), ar.ended, ar.nfe, ar.seconds)
+        yield PageUpdate(diffusion, answer_html("autoregressive (greedy, the model it was adapted from)", ar.text,
+                                                figures), "")
+
+    def _ar_placeholder(self, with_ar: bool) -> str:
+        if with_ar:
+            return panel_html("autoregressive (greedy)", '<div class="dlm-note">waits for the diffusion answer'
+                                                         '</div>', "waiting")
+        if self.compare_ar:
+            return panel_html("autoregressive", f'<div class="dlm-note">{AR_UNAVAILABLE}</div>', "unavailable")
+        return ""
+
+    @staticmethod
+    def _explain(error: Exception) -> str:
+        if isinstance(error, ValueError):  # diffusion_generate's refusals say what to change
+            return str(error)
+        print("hf-dlm serve: decoding failed:", file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
+        return f"Decoding failed ({type(error).__name__}: {error}). The server log has the details."
+
+
+class StopRegistry:
+    """The running request of each browser session (Gradio's `session_hash`), so that its Stop button stops that
+    answer and no other."""
+
+    def __init__(self):
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, session: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events[session] = event
+        return event
+
+    def end(self, session: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._events.get(session) is event:
+                del self._events[session]
+
+    def stop(self, session: str) -> bool:
+        """Stop the session's running answer; False if there is none."""
+        with self._lock:
+            event = self._events.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+__all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MAX_BUDGET", "MIN_FRAME_INTERVAL", "ModelHolder",
+           "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "TOKENIZER_LOCK", "autoregressive_answer", "check_request",
+           "diffusion_snapshots", "stream_in_thread"]
