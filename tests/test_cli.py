@@ -8,27 +8,7 @@ import sys
 import pytest
 
 from hf_dlm.cli import main as cli_main
-
-# Checks each flag's value before anything heavy: the process must not have imported these.
-PROBE = (
-    "import sys, runpy\n"
-    "sys.argv = ['hf-dlm', *sys.argv[1:]]\n"
-    "try:\n"
-    "    runpy.run_module('hf_dlm.cli', run_name='__main__')\n"
-    "except SystemExit as exit:\n"
-    "    heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
-    "    print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
-    "    raise\n"
-)
-
-
-def run_cli(*argv, stdin=""):
-    return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, input=stdin,
-                          timeout=60)
-
-
-def heavy_modules(result) -> str:
-    return result.stderr.rsplit("HEAVY=", 1)[1].strip()
+from tests.cli_probe import heavy_modules, run_cli
 
 
 def test_help_lists_the_commands_without_importing_torch():

@@ -26,29 +26,11 @@ from hf_dlm.web.session import (
     diffusion_snapshots,
     stream_in_thread,
 )
+from tests.cli_probe import heavy_modules, run_cli
 from tests.conftest import make_dlm
 
+
 # ----------------------------------------------------------------------------------------------- the CLI
-PROBE = (
-    "import sys, runpy\n"
-    "sys.argv = ['hf-dlm', *sys.argv[1:]]\n"
-    "try:\n"
-    "    runpy.run_module('hf_dlm.cli', run_name='__main__')\n"
-    "except SystemExit as exit:\n"
-    "    heavy = sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules)\n"
-    "    print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
-    "    raise\n"
-)
-
-
-def run_cli(*argv):
-    return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60)
-
-
-def heavy_modules(result) -> str:
-    return result.stderr.rsplit("HEAVY=", 1)[1].strip()
-
-
 def test_serve_help_is_light_and_listed():
     result = run_cli("serve", "--help")
     assert result.returncode == 0
