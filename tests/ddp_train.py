@@ -1,7 +1,7 @@
 """A few DiffusionTrainer steps on a tiny model: launched by tests/test_ddp.py under torchrun (2 CPU processes, gloo)
 and called in one process, to show that DDP reproduces the single-process run.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_train.py OUTPUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_train.py OUTPUT_DIR [CONFIDENCE_LOSS_WEIGHT]
 
 Each rank writes OUTPUT_DIR/rank<r>.json (logged losses, world size, a checksum of its weights); rank 0 also writes
 the final weights to OUTPUT_DIR/weights.pt.
@@ -17,7 +17,7 @@ GLOBAL_BATCH = 4  # split over the processes
 STEPS = 3
 
 
-def train(output_dir: str, per_device_batch: int):
+def train(output_dir: str, per_device_batch: int, confidence_loss_weight: float = 0.0):
     from datasets import Dataset
 
     from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
@@ -35,19 +35,20 @@ def train(output_dir: str, per_device_batch: int):
         # Antithetic levels are stratified per device, so they depend on the device count; independent levels
         # make each example's noise the same in both layouts.
         antithetic=False,
+        confidence_loss_weight=confidence_loss_weight,
     )
     trainer = DiffusionTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": docs}),
                                processing_class=tok)
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    losses = [[h["loss"], h.get("confidence_loss")] for h in trainer.state.log_history if "loss" in h]
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}, args.world_size
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, confidence_loss_weight: float = 0.0) -> None:
     torch.set_num_threads(1)
     os.makedirs(output_dir, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    losses, weights, world_size = train(output_dir, GLOBAL_BATCH // world)
+    losses, weights, world_size = train(output_dir, GLOBAL_BATCH // world, confidence_loss_weight)
     rank = int(os.environ.get("RANK", "0"))
     checksum = sum(w.double().sum().item() for w in weights.values())
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
@@ -62,4 +63,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *map(float, sys.argv[2:3]))
