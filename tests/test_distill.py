@@ -1,6 +1,7 @@
 """Self-distillation data (hf_dlm.distill): a teacher's answers as prompt/completion rows, from a causal LM, from the
 AR base inside a LoRA-adapted DiffusionLM, or from the DiffusionLM itself; and a DiffusionTrainer run on them."""
 
+import json
 import random
 
 import pytest
@@ -182,3 +183,78 @@ def test_empty_prompts_no_ended_answer_and_a_merged_model_as_base_are_refused(ca
     dlm = DiffusionLM.from_causal_lm(tiny_causal_lm("gpt2", vocab_size=len(tok)), char_tokenizer())
     with pytest.raises(ValueError, match="causal LM it was adapted from"):
         build_distillation_dataset(dlm, dlm.tokenizer, ["sort 12="], teacher="base")
+
+
+# ------------------------------------------------------------------------------------------- hf-dlm distill
+def saved_causal_lm(causal_lm, directory):
+    model, tok = causal_lm
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def test_the_distill_command_answers_with_the_causal_lm_then_trains_the_adapted_model(causal_lm, tmp_path):
+    from transformers import AutoModel
+
+    from hf_dlm.cli import main as cli_main
+
+    source = saved_causal_lm(causal_lm, tmp_path / "ar")
+    (tmp_path / "prompts.txt").write_text("\n".join(prompts(16, seed=2)) + "\n")
+    out = tmp_path / "out"
+    code = cli_main(["distill", "--model", str(source), "--prompts", str(tmp_path / "prompts.txt"), "--output_dir",
+                     str(out), "--max-new-tokens", "8", "--max_steps", "2", "--per_device_train_batch_size", "4",
+                     "--max_length", "24", "--block-length", "4", "--use_peft", "--lora_r", "2", "--merge_adapter",
+                     "--use_cpu", "--logging_steps", "1"])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "distillation_data.jsonl").read_text().splitlines()]
+    model, tok = causal_lm
+    expected = build_distillation_dataset(model, tok, prompts(16, seed=2), max_new_tokens=8).to_list()
+    assert rows == expected and rows
+    assert (out / "adapter_config.json").exists()
+    merged = AutoModel.from_pretrained(str(out / "merged"), trust_remote_code=True)
+    assert merged.config.mask_token_id == len(tok)
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--confidence_loss_weight", "-1"], "confidence_loss_weight"),
+        (["--block_rows", "2"], "block_rows"),
+        (["--max_steps", "0"], "max_steps"),
+        (["--merge_adapter"], "--use_peft"),
+        (["--teacher", "diffusion"], "causal LM"),
+        (["--threshold", "3"], "threshold"),
+    ],
+)
+def test_the_distill_command_refuses_bad_flags_before_importing_torch(causal_lm, tmp_path, extra, says):
+    from tests.test_cli import heavy_modules, run_cli
+
+    source = saved_causal_lm(causal_lm, tmp_path / "ar")
+    (tmp_path / "p.txt").write_text("sort 12=\n")
+    result = run_cli("distill", "--model", str(source), "--prompts", str(tmp_path / "p.txt"), "--output_dir",
+                     str(tmp_path / "o"), *extra)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert heavy_modules(result) == ""
+
+
+def test_the_distill_command_needs_the_ar_teacher_of_a_diffusion_checkpoint(tmp_path):
+    from tests.test_cli import heavy_modules, run_cli
+
+    dlm = DiffusionLM.from_causal_lm(tiny_causal_lm("gpt2", vocab_size=len(char_tokenizer())), char_tokenizer())
+    dlm.save_pretrained(str(tmp_path / "dlm"))
+    (tmp_path / "p.txt").write_text("sort 12=\n")
+    common = ["distill", "--model", str(tmp_path / "dlm"), "--output_dir", str(tmp_path / "o")]
+    result = run_cli(*common, "--prompts", str(tmp_path / "p.txt"), "--teacher", "base")
+    assert result.returncode == 2 and "--teacher_model" in result.stderr and heavy_modules(result) == ""
+    result = run_cli(*common, "--prompts", str(tmp_path / "missing.txt"))
+    assert result.returncode == 2 and "cannot read" in result.stderr and heavy_modules(result) == ""
+    from hf_dlm.cli import main as cli_main
+
+    code = cli_main([*common, "--prompts", str(tmp_path / "p.txt"), "--max-new-tokens", "4", "--threshold", "none",
+                     "--keep_unfinished", "--data_only"])  # the DiffusionLM answers itself (auto: diffusion)
+    rows = [json.loads(line) for line in (tmp_path / "o" / "distillation_data.jsonl").read_text().splitlines()]
+    assert code == 0 and [r["prompt"] for r in rows] == ["sort 12="] and len(rows[0]["completion"]) <= 4
+    assert not (tmp_path / "o" / "model.safetensors").exists()  # --data_only: no training
+    help_text = run_cli("distill", "--help")
+    assert help_text.returncode == 0 and "--confidence_loss_weight" in help_text.stdout
+    assert heavy_modules(help_text) == ""
