@@ -59,6 +59,7 @@ class Preset:
     block_length: int = 8  # training block rows and decoding blocks
     baseline_block_rows: float = 0.5
     confidence_loss_weight: float = 1.0
+    strong_confidence_loss_weight: float = 3.0  # run `confidence_strong` (not in the default set of runs)
     thresholds: tuple[float, ...] = (0.9, 0.7)
     max_new_tokens: int = 24
     seed: int = 0
@@ -70,7 +71,8 @@ PRESETS = {
     "smoke": Preset(n_train=64, n_test=6, hidden=32, layers=1, heads=2, ar_steps=3, diffusion_steps=2,
                     rows_per_step=8, thresholds=(0.9,), keep_unfinished=True),
 }
-RUNS = ("baseline", "confidence", "distill")
+RUNS = ("baseline", "confidence", "distill", "confidence_strong")
+DEFAULT_RUNS = RUNS[:3]
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -203,7 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
     parser.add_argument("--out", default="benchmarks/results", help="directory of parallel_decoding.{json,md}")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
-    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(DEFAULT_RUNS))
+    parser.add_argument("--name", default=None, help="file stem of the results (default: parallel_decoding[_PRESET])")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override preset fields")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -226,10 +229,10 @@ def main(argv=None) -> int:
     for run in args.runs:
         if run == "baseline":
             data, objective = ground_truth, {"block_rows": preset.baseline_block_rows}
-        elif run == "confidence":
+        elif run in ("confidence", "confidence_strong"):
             data = ground_truth
-            objective = {"block_rows": preset.baseline_block_rows,
-                         "confidence_loss_weight": preset.confidence_loss_weight}
+            weight = preset.confidence_loss_weight if run == "confidence" else preset.strong_confidence_loss_weight
+            objective = {"block_rows": preset.baseline_block_rows, "confidence_loss_weight": weight}
         else:
             clock = time.perf_counter()
             data = build_distillation_dataset(ar_model, tok, [p for p, _ in train], teacher="base",
@@ -246,7 +249,7 @@ def main(argv=None) -> int:
     result = {"preset": asdict(preset), "threads": args.threads, "rows": rows, "training": costs,
               "total_minutes": (time.perf_counter() - started) / 60}
     out.mkdir(parents=True, exist_ok=True)
-    stem = "parallel_decoding" if args.preset == "full" else f"parallel_decoding_{args.preset}"
+    stem = args.name or ("parallel_decoding" if args.preset == "full" else f"parallel_decoding_{args.preset}")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(rows, costs))
     print(markdown(rows, costs))
