@@ -11,7 +11,8 @@ One run, one process, every ratio measured inside it (2 shared CPU cores: absolu
        (`hf_dlm.distill.build_distillation_dataset`, d3LLM's pseudo-trajectories from the AR teacher), every row a
        block row, the confidence term on (dParallel's certainty-forcing recipe, `DISTILLATION_ARGUMENTS`).
 3. Held-out prompts decoded at batch 1 with `length_strategy="grow"` at thresholds 0.9 and 0.7 (and by the AR base
-   with `generate`): exact match, tokens per forward, NFE, wall time and its ratio to AR `generate`.
+   with `generate`), the settings interleaved prompt by prompt: exact match, tokens per forward, NFE, wall time and
+   its ratio to AR `generate`.
 
     python benchmarks/parallel_decoding.py                  # ~20 minutes on 2 shared cores
     python benchmarks/parallel_decoding.py --preset smoke   # seconds: proves the pipeline, numbers mean nothing
@@ -170,21 +171,34 @@ def score(answers, test) -> dict:
 
 
 def measure(models: dict, ar_model, tok, test, preset: Preset) -> list[dict]:
+    """Every setting answers every prompt at batch 1, interleaved prompt by prompt (AR, then each model and
+    threshold), so that a change in the machine's load hits all settings alike: on shared cores the AR time alone
+    varied 2x between two runs measured one setting after the other."""
     prompts = [p for p, _ in test]
-    # Warm both paths up so that the first timed call pays no one-off cost.
-    answer_autoregressive(ar_model, tok, prompts[:2], max_new_tokens=preset.max_new_tokens, chat_template=False)
-    ar = score(answer_autoregressive(ar_model, tok, prompts, max_new_tokens=preset.max_new_tokens,
-                                     chat_template=False), test)
-    rows = [{"model": "AR base", "decoding": "generate (greedy, KV cache)", **ar, "x_ar_time": 1.0}]
-    for name, model in models.items():
-        answer_diffusion(model, model.tokenizer, prompts[:2], chat_template=False, max_new_tokens=preset.max_new_tokens)
-        for threshold in preset.thresholds:
-            settings = dict(length_strategy="grow", threshold=threshold, block_length=preset.block_length,
-                            max_new_tokens=preset.max_new_tokens)
-            result = score(answer_diffusion(model, model.tokenizer, prompts, chat_template=False, **settings), test)
-            rows.append({"model": name, "decoding": f"grow, threshold {threshold}", **result,
-                         "x_ar_time": ar["seconds"] / result["seconds"]})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    settings = [("AR base", "generate (greedy, KV cache)", None, None)] + [
+        (name, f"grow, threshold {threshold}", model,
+         dict(length_strategy="grow", threshold=threshold, block_length=preset.block_length,
+              max_new_tokens=preset.max_new_tokens))
+        for name, model in models.items() for threshold in preset.thresholds
+    ]
+
+    def answer(model, decoding, batch):
+        if model is None:
+            return answer_autoregressive(ar_model, tok, batch, max_new_tokens=preset.max_new_tokens,
+                                         chat_template=False)
+        return answer_diffusion(model, model.tokenizer, batch, chat_template=False, **decoding)
+
+    for _, _, model, decoding in settings:  # warm-up: no timed call pays a one-off cost
+        answer(model, decoding, prompts[:2])
+    answers = [[] for _ in settings]
+    for prompt in prompts:
+        for k, (_, _, model, decoding) in enumerate(settings):
+            answers[k] += answer(model, decoding, [prompt])
+    rows = []
+    for (name, label, _, _), got in zip(settings, answers):
+        rows.append({"model": name, "decoding": label, **score(got, test)})
+        rows[-1]["x_ar_time"] = rows[0]["seconds"] / rows[-1]["seconds"]
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
