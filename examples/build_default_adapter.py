@@ -34,7 +34,7 @@ from hf_dlm.default import preferred_dtype
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "examples" / "prompts" / "train.txt"
 WORK = ROOT / "runs" / "default_adapter"
-ASSET = ROOT / "hf_dlm" / "assets" / "default_adapter"
+ASSET = ROOT / "hf_dlm" / "default" / "assets" / "default_adapter"
 
 
 def build_data(args) -> None:
@@ -139,6 +139,8 @@ def train(args) -> None:
         # canvas rows, plus a share of semi-AR block rows with --block-rows (docs/quality.md measures both).
         block_rows=args.block_rows,
         block_length=args.block_length,
+        # LLaDA 2.0's confidence-aware training (docs/training.md, "Decoding in parallel"); 0 = off (shipped).
+        confidence_loss_weight=args.confidence_loss_weight,
         # Two-stream rows are cut after the answer's EOS block, so a batch costs what its longest row costs: batches
         # of similar lengths (transformers' length-grouped sampler) waste little on padding.
         train_sampling_strategy="group_by_length",
@@ -226,6 +228,8 @@ def main(argv=None) -> None:
                           help="bidirectional only: share of semi-AR block rows")
     training.add_argument("--block-length", type=int, default=4,
                           help="training block size (small, near the decoding block: BD3-LM trains the block size it samples with)")
+    training.add_argument("--confidence-loss-weight", type=float, default=0.0,
+                          help="weight of the confidence term (DiffusionTrainingArguments.confidence_loss_weight)")
     training.add_argument("--decode-block-length", type=int, default=3,
                           help="decoding block written to the adapter's generation_config.json")
     training.add_argument("--length-strategy", default="grow", choices=["grow", "predict", "fixed"],

@@ -23,6 +23,11 @@ Variants:
 - attention annealing (DiffuGPT, github.com/HKUNLP/DiffuLLaMA): during the first `anneal_steps` optimizer steps
   the attention mask is causal OR Bernoulli(min(1, (step + 1) / anneal_steps)): each future position becomes
   visible with a growing probability, easing the AR weights into bidirectional attention.
+- confidence-aware training (LLaDA 2.0's CAP, arXiv 2512.15745; dParallel's certainty forcing,
+  github.com/czg1225/dParallel): `confidence_loss` adds the entropy of the model's distribution at the masked
+  positions it already predicts correctly (argmax == target). Minimising it sharpens the predictions that are right,
+  so that more of them clear a decoding threshold in the same forward; wrong predictions are left to the CE alone
+  (sharpening them would entrench the error). The trainer divides it by the same count as the CE.
 
 Reproducible noise: the randomness of one example (its t, which tokens are masked, its annealed attention) comes
 from a generator seeded by (seed, optimizer step, the example's tokens). It does not depend on how the examples
@@ -81,6 +86,21 @@ def diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, loss_weight: tor
     selected = loss_weight > 0
     ce = F.cross_entropy(logits[selected].float(), targets[selected], reduction="none")
     return (ce * loss_weight[selected]).sum()
+
+
+def confidence_loss(logits: torch.Tensor, targets: torch.Tensor, loss_weight: torch.Tensor) -> torch.Tensor:
+    """sum_i H(p_theta(. | x_t)_i) over masked positions (`loss_weight > 0`) whose argmax is the target.
+
+    H(p) = -sum_v p_v log p_v, in nats, in float32. The positions are chosen without gradient (argmax); the
+    gradient flows through the entropy only. Unweighted by 1/t: the term is a regulariser, not part of the ELBO,
+    and the views that matter for parallel decoding are the heavily masked ones (a block's first forwards), which
+    hold most masked positions anyway.
+    """
+    selected = loss_weight > 0
+    chosen = logits[selected].float()
+    correct = chosen.detach().argmax(-1) == targets[selected]
+    log_p = F.log_softmax(chosen[correct], dim=-1)
+    return -(log_p.exp() * log_p).sum()
 
 
 @dataclass
@@ -193,6 +213,7 @@ __all__ = [
     "NoisyBatch",
     "anneal_ratio",
     "antithetic_t",
+    "confidence_loss",
     "diffusion_loss",
     "maskable_positions",
     "seeded_generator",

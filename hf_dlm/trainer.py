@@ -11,6 +11,8 @@ the loss with the masked-diffusion objective (`hf_dlm.noise`):
         padded with EOS that carry loss.
     dLLM-Var (github.com/maomaocun/dLLM-Var): t in [0.1, 0.9], EOS always masked, multi-sample packing.
     MDLM (Sahoo et al. 2024, github.com/kuleshov-group/mdlm): antithetic noise levels, the ELBO.
+    LLaDA 2.0's CAP (arXiv 2512.15745) / dParallel (github.com/czg1225/dParallel): the optional confidence term
+        (`confidence_loss_weight`), entropy minimisation on the masked positions already predicted correctly.
 
 Run it with `hf-dlm train --help` (hf_dlm/cli/train.py) or from Python; docs/training.md has the guide.
 """
@@ -42,7 +44,14 @@ from .data import (
 )
 from .loading import load_diffusion_lm
 from .modeling_dlm import DiffusionLM
-from .noise import DiffusionNoise, NoisyBatch, diffusion_loss, maskable_positions, seeded_generator
+from .noise import (
+    DiffusionNoise,
+    NoisyBatch,
+    confidence_loss,
+    diffusion_loss,
+    maskable_positions,
+    seeded_generator,
+)
 from .training_args import DiffusionTrainingArguments
 from .two_stream import cut_after_eos_block, two_stream_rows
 
@@ -214,6 +223,10 @@ class DiffusionTrainer(Trainer):
         # attention, and a fixed noise stream so that checkpoints are compared on the same masks.
         self.eval_noise = DiffusionNoise(mask_token_id=config.mask_token_id, seed=self.noise.seed)
         self._eval_totals: torch.Tensor | None = None
+        # The confidence term of the micro-batches since the last log (scaled like the loss: their sum over one
+        # optimizer step is that step's term) and the optimizer step they started at.
+        self._confidence_sum: torch.Tensor | None = None
+        self._confidence_since: int | None = None
         if args.sample_prompts:
             self.add_callback(
                 DiffusionSampleCallback(
@@ -282,14 +295,44 @@ class DiffusionTrainer(Trainer):
         )
         outputs, logits, targets, weights = self._denoise(model, inputs, noisy)
         loss = diffusion_loss(logits, targets, weights)
+        confidence = None
+        if self.args.confidence_loss_weight > 0:
+            # Normalised by the same count as the CE (the step's loss-carrying tokens, all micro-batches and
+            # devices), not by the number of correct positions: that count is only known after every micro-batch's
+            # forward, so dividing by it could not be exact under accumulation. The weight thus acts on
+            # (share of loss-carrying tokens masked and right) x (their mean entropy).
+            confidence = confidence_loss(logits, targets, weights)
+            loss = loss + self.args.confidence_loss_weight * confidence
+        world = 1
         if num_items_in_batch is None:
-            loss = loss / noisy.maskable.sum().clamp(min=1)
+            count = noisy.maskable.sum().clamp(min=1)
         else:
-            loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
+            count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
                 # DDP averages gradients over processes; the normaliser already counts every process's tokens.
-                loss = loss * self.args.world_size
+                world = self.args.world_size
+        loss = loss / count
+        if world > 1:
+            loss = loss * world
+        if confidence is not None and model.training:
+            self._record_confidence((confidence / count * world).detach())
         return (loss, outputs) if return_outputs else loss
+
+    def _record_confidence(self, value: torch.Tensor) -> None:
+        if self._confidence_since is None:
+            self._confidence_since = self.state.global_step
+            self._confidence_sum = torch.zeros((), device=value.device)
+        self._confidence_sum += value
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Adds `confidence_loss` to the training logs when the confidence term is on: its mean per optimizer step
+        since the last log, averaged over processes like `loss` (which includes it, times its weight)."""
+        if "loss" in logs and self._confidence_since is not None:
+            steps = max(1, self.state.global_step - self._confidence_since)
+            total = self.accelerator.gather(self._confidence_sum.reshape(1)).mean().item()
+            logs["confidence_loss"] = total / steps
+            self._confidence_sum, self._confidence_since = None, None
+        super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------ evaluation
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -118,6 +118,18 @@ class DiffusionTrainingArguments(TrainingArguments):
             "(DiffuLLaMA's SFT); DiffuGPT's adaptation used 10000."
         },
     )
+    confidence_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the confidence term (LLaDA 2.0's confidence-aware parallel training, CAP, arXiv "
+            "2512.15745; dParallel's certainty forcing): loss = masked CE + weight * (sum of the entropies of the "
+            "model's predictions at the masked positions it already gets right, argmax == target), both divided by "
+            "the step's count of loss-carrying tokens. Sharpens correct predictions so that threshold decoding "
+            "commits more tokens per forward. Logged as 'confidence_loss'. 0 turns it off (the loss is then exactly "
+            "the diffusion loss); CAP and diffusers' compute_confidence_aware_loss leave the weight to the user, "
+            "docs/training.md reports what 0.5-1 did here."
+        },
+    )
     mask_seed: int | None = field(
         default=None,
         metadata={
@@ -164,6 +176,10 @@ class DiffusionTrainingArguments(TrainingArguments):
             raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
         if not 0.0 <= self.block_rows <= 1.0:
             raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
+        if not 0.0 <= self.confidence_loss_weight < float("inf"):
+            raise ValueError(
+                f"confidence_loss_weight must be a finite number >= 0 (0 = off), got {self.confidence_loss_weight}."
+            )
         if self.block_length < 1:
             raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
         if self.sample_steps is not None and self.sample_steps < 1:

@@ -1,7 +1,7 @@
 """A few DiffusionTrainer steps on a tiny model: launched by tests/test_ddp.py under torchrun (2 CPU processes, gloo)
 and called in one process, to show that DDP (and FSDP, with HF_DLM_FSDP=1) reproduces the single-process run.
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_train.py OUTPUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_train.py OUTPUT_DIR [CONFIDENCE_LOSS_WEIGHT]
     HF_DLM_FSDP=1 python -m torch.distributed.run --nproc_per_node 2 tests/ddp_train.py OUTPUT_DIR
 
 Each rank writes OUTPUT_DIR/rank<r>.json (logged losses, world size, a checksum of its weights); rank 0 also writes
@@ -18,7 +18,7 @@ GLOBAL_BATCH = 4  # split over the processes
 STEPS = 3
 
 
-def train(output_dir: str, per_device_batch: int, fsdp: bool = False):
+def train(output_dir: str, per_device_batch: int, confidence_loss_weight: float = 0.0, fsdp: bool = False):
     from datasets import Dataset
 
     from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
@@ -36,6 +36,7 @@ def train(output_dir: str, per_device_batch: int, fsdp: bool = False):
         # Antithetic levels are stratified per device, so they depend on the device count; independent levels
         # make each example's noise the same in both layouts.
         antithetic=False,
+        confidence_loss_weight=confidence_loss_weight,
         # FSDP (full adaptation of a model too big for one device): every parameter sharded over the processes.
         **(dict(fsdp=True, fsdp_config={"fsdp_version": 2, "reshard_after_forward": True,
                                                 "auto_wrap_policy": "NO_WRAP"}) if fsdp else {}),
@@ -43,16 +44,17 @@ def train(output_dir: str, per_device_batch: int, fsdp: bool = False):
     trainer = DiffusionTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": docs}),
                                processing_class=tok)
     trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    losses = [[h["loss"], h.get("confidence_loss")] for h in trainer.state.log_history if "loss" in h]
     state = trainer.accelerator.get_state_dict(trainer.model) if fsdp else model.state_dict()
     return losses, {k: v.detach().clone() for k, v in state.items()}, args.world_size
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, confidence_loss_weight: float = 0.0) -> None:
     torch.set_num_threads(1)
     os.makedirs(output_dir, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    losses, weights, world_size = train(output_dir, GLOBAL_BATCH // world, fsdp=os.environ.get("HF_DLM_FSDP") == "1")
+    losses, weights, world_size = train(output_dir, GLOBAL_BATCH // world, confidence_loss_weight,
+                                        fsdp=os.environ.get("HF_DLM_FSDP") == "1")
     rank = int(os.environ.get("RANK", "0"))
     checksum = sum(w.double().sum().item() for w in weights.values())
     with open(os.path.join(output_dir, f"rank{rank}.json"), "w") as f:
@@ -67,4 +69,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], *map(float, sys.argv[2:3]))

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from hf_dlm.noise import DiffusionNoise, anneal_ratio, antithetic_t, diffusion_loss, maskable_positions
+from hf_dlm.noise import (
+    DiffusionNoise,
+    anneal_ratio,
+    antithetic_t,
+    confidence_loss,
+    diffusion_loss,
+    maskable_positions,
+)
 from tests.conftest import make_dlm
 
 MASK, EOS = 99, 0
@@ -109,6 +116,23 @@ def test_diffusion_loss_is_the_weighted_cross_entropy_of_masked_positions():
         logits[1, 4], targets[1, 4]
     )
     assert torch.allclose(diffusion_loss(logits, targets, weight), expected)
+
+
+def test_confidence_loss_is_the_entropy_of_the_masked_positions_predicted_right():
+    """By hand, in nats. Position 1: p = (1/2, 1/4, 1/4), right: H = 1.5 ln 2. Position 2: p = (1/5, 3/5, 1/5), argmax 1
+    but target 0: wrong, left out. Position 3: the same logits as position 1 but not masked (weight 0): left out.
+    Position 4: p = (1/8, 1/8, 3/4), right, weight 1/t = 5 (the term ignores it): H = 2.25 ln 2 - 0.75 ln 3."""
+    ln2, ln3, ln6 = math.log(2), math.log(3), math.log(6)
+    logits = torch.tensor([[[9.0, 0, 0], [ln2, 0, 0], [0, ln3, 0], [ln2, 0, 0], [0, 0, ln6]]], requires_grad=True)
+    targets = torch.tensor([[0, 0, 0, 0, 2]])
+    weight = torch.tensor([[0.0, 2.0, 2.0, 0.0, 5.0]])
+    value = confidence_loss(logits, targets, weight)
+    assert value.item() == pytest.approx(1.5 * ln2 + 2.25 * ln2 - 0.75 * ln3, rel=1e-6)
+    value.backward()
+    grad = logits.grad[0]
+    assert grad[[0, 2, 3]].abs().max() == 0  # unmasked or wrong: no gradient from the term
+    assert grad[1, 0] < 0  # descent (minus the gradient) raises the right token's logit: sharper
+    assert confidence_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3)).item() == 0
 
 
 def test_annealing_mask_goes_from_causal_to_full():

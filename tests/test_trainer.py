@@ -1,6 +1,7 @@
 """DiffusionTrainer: the objective on a real Trainer run, LoRA, accumulation, resume, evaluation, CLI."""
 
 import json
+import math
 import random
 
 import pytest
@@ -11,6 +12,7 @@ from transformers import AutoModel
 
 from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
 from hf_dlm.cli.train import main as cli_main
+from hf_dlm.noise import confidence_loss, diffusion_loss
 from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 from tests.conftest import make_dlm
 
@@ -133,12 +135,14 @@ def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path)
     assert first[:, 0][:, causal].float().mean() > first[:, 0][:, ~causal].float().mean()
 
 
-@pytest.mark.parametrize(("block_rows", "attention"),
-                         [(0.0, "bidirectional"), (0.5, "bidirectional"), (0.0, "causal_prefix")])
-def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_rows, attention):
+@pytest.mark.parametrize(("block_rows", "attention", "confidence"),
+                         [(0.0, "bidirectional", 0.0), (0.5, "bidirectional", 0.0), (0.0, "causal_prefix", 0.0),
+                          (0.5, "bidirectional", 1.0), (0.0, "causal_prefix", 1.0)])
+def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_rows, attention, confidence):
     """Batch 8 x 1 step, 2 x 4 and 4 x 2 accumulation: same masks (noise seeded per example), same loss (the
     normaliser counts the whole accumulated batch), hence the same SGD update. With block rows too: their choice
-    is seeded per example like the noise; and with the two-stream rows of causal-prefix models."""
+    is seeded per example like the noise; with the two-stream rows of causal-prefix models; and with the
+    confidence term on (divided by the same whole-batch count), whose logged value is the same too."""
     data = sort_task(8)
     results = []
     for batch, accumulation in ((8, 1), (2, 4), (4, 2)):
@@ -147,17 +151,86 @@ def test_gradient_accumulation_gives_the_same_loss_and_update(tmp_path, block_ro
         args = training_args(
             tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
             optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", max_grad_norm=0.0, padding="max_length",
-            max_length=16, block_rows=block_rows, block_length=2,
+            max_length=16, block_rows=block_rows, block_length=2, confidence_loss_weight=confidence,
         )
         trainer = DiffusionTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
         trainer.train()
         update = torch.cat([(start[k] - v).flatten() for k, v in model.named_parameters()])
-        results.append((losses(trainer)[0], update))
-    (loss, update), *others = results
+        logged = [h.get("confidence_loss") for h in trainer.state.log_history if "loss" in h]
+        results.append((losses(trainer)[0], update, logged[0]))
+    (loss, update, term), *others = results
     assert update.abs().max() > 1e-3
-    for other_loss, other_update in others:
+    assert (term is None) == (confidence == 0)
+    if confidence:
+        assert term > 0
+    for other_loss, other_update, other_term in others:
         assert other_loss == pytest.approx(loss, rel=1e-5)
         assert torch.allclose(other_update, update, atol=1e-6)
+        assert other_term == (None if term is None else pytest.approx(term, rel=1e-5))
+
+
+def first_batch(trainer):
+    return trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+
+
+def test_confidence_weight_zero_leaves_the_loss_bit_identical(tmp_path):
+    """Weight 0 computes exactly the diffusion loss (same operations, no extra term); the term, switched on, adds
+    weight x (the entropies of the masked positions predicted right) / the same count."""
+    model, tok = make_dlm(seed=4)
+    with torch.no_grad():  # a model that gets some masked positions right, so that the term is not empty
+        model.backbone.lm_head.weight.mul_(20)
+    data = sort_task(16)
+    off = DiffusionTrainer(model=model, args=training_args(tmp_path), train_dataset=data, processing_class=tok)
+    inputs = first_batch(off)
+    noisy = off.noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], 0, None)
+    logits = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
+    plain = diffusion_loss(logits, inputs["input_ids"], noisy.loss_weight) / noisy.maskable.sum()
+    term = confidence_loss(logits, inputs["input_ids"], noisy.loss_weight) / noisy.maskable.sum()
+    assert torch.equal(off.compute_loss(model, inputs), plain)
+    on = DiffusionTrainer(model=model, args=training_args(tmp_path, confidence_loss_weight=0.5), train_dataset=data,
+                          processing_class=tok)
+    assert term > 0
+    assert on.compute_loss(model, first_batch(on)).item() == pytest.approx((plain + 0.5 * term).item(), rel=1e-6)
+
+
+def test_confidence_term_is_logged_and_makes_right_predictions_confident(tmp_path):
+    """Same model, data and masks with and without the term: the logged loss of the first step is the diffusion
+    loss plus weight x confidence_loss; after training, the masked positions the model gets right are predicted
+    with lower entropy than without the term."""
+    data = sort_task(400)
+    runs = {}
+    for weight in (0.0, 2.0):
+        model, tok = make_dlm(seed=5)
+        args = training_args(tmp_path, max_steps=60, max_length=24, confidence_loss_weight=weight,
+                             lr_scheduler_type="constant")
+        trainer = DiffusionTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+        trainer.train()
+        runs[weight] = (trainer, [h for h in trainer.state.log_history if "loss" in h])
+    plain, confident = runs[0.0][1], runs[2.0][1]
+    assert "confidence_loss" not in plain[0] and confident[0]["confidence_loss"] > 0
+    assert confident[0]["loss"] - 2.0 * confident[0]["confidence_loss"] == pytest.approx(plain[0]["loss"], rel=1e-4)
+
+    def right_entropy(trainer):
+        inputs = first_batch(trainer)
+        noisy = trainer.eval_noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], step=None)
+        with torch.no_grad():
+            logits = trainer.model.eval()(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
+        masked = noisy.loss_weight > 0
+        right = logits[masked].argmax(-1) == inputs["input_ids"][masked]
+        return (confidence_loss(logits, inputs["input_ids"], noisy.loss_weight) / right.sum()).item()
+
+    assert right_entropy(runs[2.0][0]) < 0.8 * right_entropy(runs[0.0][0])
+
+
+def test_confidence_term_trains_with_lora(tmp_path):
+    model, tok = make_dlm(seed=3)
+    trainer = DiffusionTrainer(
+        model=model, args=training_args(tmp_path, max_steps=3, confidence_loss_weight=1.0), train_dataset=sort_task(48),
+        processing_class=tok, peft_config=LoraConfig(r=4, lora_alpha=8),
+    )
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 3 and all(math.isfinite(h["confidence_loss"]) and h["confidence_loss"] >= 0 for h in logged)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +362,8 @@ def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tm
         ({"sample_steps": 0}, "sample_steps"),
         ({"block_rows": 1.5}, "block_rows"),
         ({"block_length": 0}, "block_length"),
+        ({"confidence_loss_weight": -0.1}, "confidence_loss_weight"),
+        ({"confidence_loss_weight": float("nan")}, "confidence_loss_weight"),
     ],
 )
 def test_invalid_arguments_say_what_to_change(tmp_path, kwargs, message):

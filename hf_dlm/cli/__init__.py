@@ -5,6 +5,7 @@
     hf-dlm bench     length strategies, cache and AR compared on a JSONL of prompts (cli/bench.py)
     hf-dlm serve     the web demo: watch the canvas fill in, in a browser (cli/serve.py)
     hf-dlm train     adapt / fine-tune a causal LM with DiffusionTrainer (cli/train.py)
+    hf-dlm distill   self-distillation for parallel decoding: teacher answers, then DiffusionTrainer (cli/distill.py)
 
 Why so lazy: `import torch, transformers` takes seconds, and a user who typed `--help` or a wrong flag should get
 the answer at once. Every command parses and validates its arguments with the standard library only, then imports
@@ -23,6 +24,7 @@ COMMANDS = {
     "bench": ("compare length strategies, cache and AR decoding on a JSONL of prompts", "bench"),
     "serve": ("a web page on which the canvas of each answer fills in live (Gradio)", "serve"),
     "train": ("adapt or fine-tune a causal LM into a diffusion LM (DiffusionTrainer)", "train"),
+    "distill": ("self-distillation: train a diffusion LM to commit its teacher's answers in few forwards", "distill"),
 }
 
 
