@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.set)
     if overrides and args.work is None:
         parser.error("--set needs --work (a directory for the modified run's checkpoints and results)")
-    preset = get_preset(args.preset, **overrides)
+    preset = get_preset(args.preset, **overrides, **({"extra": {"overrides": args.set}} if overrides else {}))
     work = args.work or HERE / "checkpoints" / preset.name
     results = args.results or (work / "results.json" if overrides else HERE / "results" / f"{preset.name}.json")
     img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" and not overrides else work / "img")
