@@ -31,13 +31,17 @@ class Preset:
     # --- training: the two diffusion runs take the same number of optimizer steps, rows per step and schedule (the
     # adapted-vs-scratch comparison); the AR base has the same budget of steps and rows. Every DiffusionTrainer argument
     # not set in train_diffusion.py is the library's default (the benchmark is the defaults' regression check).
-    ar_steps: int = 1500
+    # Sizing (estimated, not yet run end to end on an idle machine: docs/benchmarks.md says what was run): the AR
+    # probe (benchmarks/probe_ar.py) took 0.29 core-seconds per step of 32 rows; an EOS-filled diffusion row is ~3x an
+    # AR row, so 16 rows per diffusion step cost ~1.5x an AR step. With --parallel: AR (~15 min) then adaptation
+    # (~11 min) in one process, the scratch control (~11 min) in the other, then ~10 min of measurements.
+    ar_steps: int = 3000
     ar_rows_per_step: int = 32
     diffusion_steps: int = 1500
-    diffusion_rows_per_step: int = 32
-    ar_lr: float = 1e-3
+    diffusion_rows_per_step: int = 16
+    ar_lr: float = 2e-3
     diffusion_lr: float = 1e-3
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     # --- measurement (hf_dlm.cli.bench)
     block_length: int = 8
     batch_size: int = 16
@@ -57,6 +61,13 @@ class Preset:
 
 PRESETS = {
     "full": Preset("full"),
+    # What this session could run on a 2-core machine shared with other jobs (docs/benchmarks.md labels its numbers as
+    # such): the AR base of the learnability probe (800 steps at lr 1e-3), a quarter of the diffusion steps, fewer
+    # prompts per table.
+    "reduced": Preset(
+        "reduced", ar_steps=800, ar_lr=1e-3, warmup_steps=50, diffusion_steps=400, n_accuracy=128, n_speed=32,
+        n_latency=16, n_scaling=16,
+    ),
     "smoke": Preset(
         "smoke", hidden=32, layers=2, heads=2, positions=192, n_train=400, n_test=16, row_length=128,
         ar_steps=4, diffusion_steps=4, ar_rows_per_step=2, diffusion_rows_per_step=2, warmup_steps=0, block_length=8,

@@ -1,6 +1,6 @@
 """Stage 6: Markdown tables from the results JSON (benchmarks/results/<preset>.md).
 
-For the full preset the tables also replace the block between `<!-- results:start -->` and `<!-- results:end -->`
+For the full and reduced presets the tables also replace the block between `<!-- results:start -->` and `<!-- results:end -->`
 in docs/benchmarks.md, and the headline between `<!-- headline:start -->` and `<!-- headline:end -->` in README.md,
 so the published numbers are always the last run's.
 """
@@ -17,6 +17,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
+PUBLISHED = ("full", "reduced")  # presets whose report replaces the docs' tables (the last such run wins)
 
 
 def _pct(v) -> str:
@@ -219,6 +220,28 @@ def headline_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def cost_table(data: dict) -> str:
+    """Where the time goes: wall time per answer = forwards per answer x time per forward. Against AR, a decoder wins
+    when its tokens per forward outweigh its extra cost per forward (a block against the cache instead of one token,
+    and the decoder's bookkeeping)."""
+    p = data["preset"]
+    thr, budget = p["thresholds"][0], p["speed_budget"]
+    lines = ["| batch | decoder | answer tokens | NFE / answer | tokens / forward | ms / forward | ms / answer | "
+             "vs AR |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("speed", "latency"):
+        t = data["tables"][name]
+        for method, threshold, cache in (("ar", None, True), ("fixed", thr, True), ("grow", thr, True),
+                                         ("predict", thr, True)):
+            r = _find(t["results"], method, threshold, cache, budget)
+            if r is None:
+                continue
+            per_forward = r["ms_per_answer"] / r["mean_nfe"] if r["mean_nfe"] else float("nan")
+            lines.append(f"| {t['batch_size']} | {label(r)} | {r['mean_length']:.1f} | {r['mean_nfe']:.1f} | "
+                         f"{r['tokens_per_forward']:.2f} | {per_forward:.2f} | {r['ms_per_answer']:.1f} | "
+                         f"{_x(r.get('speedup_vs_ar')) or '1x'} |")
+    return "\n".join(lines)
+
+
 def _table_header(data: dict, name: str) -> str:
     t = data["tables"][name]
     load = f"load average {t['load_before'][0]:.1f} -> {t['load_after'][0]:.1f}"
@@ -244,6 +267,7 @@ def render(data: dict, img_dir: Path | None = None) -> str:
         _table_header(data, "speed"), settings_table(data["tables"]["speed"]["results"]),
         f"### Speed at budget {p['speed_budget']}, batch 1", _table_header(data, "latency"),
         settings_table(data["tables"]["latency"]["results"]),
+        f"### Where the time goes (budget {p['speed_budget']}, thr {p['thresholds'][0]:g}, cache)", cost_table(data),
         "### Length prediction (`predict`)", predict_table(data),
         "### Cached vs uncached decoding", agreement_table(data),
         "### Scaling with the budget (2x-16x the median answer)", _table_header(data, "budgets"),
@@ -269,7 +293,7 @@ def write_report(results_path: Path, report_path: Path, img_dir: Path | None = N
     data = json.loads(Path(results_path).read_text())
     text = render(data, img_dir)
     report_path.write_text(text)
-    if data["preset"]["name"] == "full" and not data["preset"].get("extra"):
+    if data["preset"]["name"] in PUBLISHED and not data["preset"].get("extra"):
         _replace_between(DOC, START, END, text)
         _replace_between(README, HEAD_START, HEAD_END, headline_table(data) + "\n")
     return text

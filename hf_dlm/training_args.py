@@ -60,10 +60,15 @@ class DiffusionTrainingArguments(TrainingArguments):
         },
     )
     padding: str = field(
-        default="longest",
+        default="random",
         metadata={
-            "help": "'longest' pads each batch to its longest row (LLaDA); 'max_length' pads every row to max_length, "
-            "so that EOS filling teaches every canvas position and a row's targets do not depend on its batch."
+            "help": "How EOS-filled rows are padded. 'random' (default): to max_length, then each row's EOS fill is cut "
+            "at a random length between its answer's end and max_length, so that every canvas size is trained: long "
+            "ones (length_strategy 'fixed' and 'predict' read max_length - prompt positions) and short ones (the last "
+            "block of 'grow', the bounded canvas of 'predict'). 'longest' pads each batch to its longest row (LLaDA): "
+            "positions past it are never trained. 'max_length' EOS-fills every row to max_length: rows never end "
+            "soon after their answer, so 'grow' stops early. docs/training.md compares them. Without EOS filling, "
+            "'random' is 'longest'."
         },
     )
     dataset_num_proc: int | None = field(
@@ -153,6 +158,11 @@ class DiffusionTrainingArguments(TrainingArguments):
             raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
         if self.padding == "max_length" and self.max_length is None:
             raise ValueError("padding='max_length' needs max_length.")
+        if self.padding == "random" and self.max_length is None:
+            raise ValueError(
+                "padding='random' (the default) EOS-fills rows up to max_length: set max_length (prompt + the largest "
+                "max_new_tokens you decode with), or padding='longest'."
+            )
         if self.packing and self.max_length is None:
             raise ValueError("packing=True needs max_length (the length of a packed row).")
         if not 0.0 < self.t_min <= self.t_max <= 1.0:
