@@ -31,10 +31,11 @@ class Preset:
     # --- training: the two diffusion runs take the same number of optimizer steps, rows per step and schedule (the
     # adapted-vs-scratch comparison); the AR base has the same budget of steps and rows. Every DiffusionTrainer argument
     # not set in train_diffusion.py is the library's default (the benchmark is the defaults' regression check).
-    # Sizing (estimated, not yet run end to end on an idle machine: docs/benchmarks.md says what was run): the AR
-    # probe (benchmarks/probe_ar.py) took 0.29 core-seconds per step of 32 rows; an EOS-filled diffusion row is ~3x an
-    # AR row, so 16 rows per diffusion step cost ~1.5x an AR step. With --parallel: AR (~15 min) then adaptation
-    # (~11 min) in one process, the scratch control (~11 min) in the other, then ~10 min of measurements.
+    # Sizing (an estimate: not yet run end to end on an idle machine, docs/benchmarks.md says what was run): on the
+    # shared machine an AR step of 32 rows took 1.16 s of wall time at roughly a quarter of a core (~0.3 core-s) and
+    # a diffusion step of 16 random-length rows 1.3 s at roughly a third (~0.4 core-s). With --parallel at one thread
+    # per process: AR (~15 min) then adaptation (~10 min) in one process, the scratch control (~10 min) in the other,
+    # then the measurements (~10 min for models that end their answers; far longer for ones that do not).
     ar_steps: int = 3000
     ar_rows_per_step: int = 32
     diffusion_steps: int = 1500
@@ -62,17 +63,17 @@ class Preset:
 PRESETS = {
     "full": Preset("full"),
     # What this session could run on a 2-core machine shared with other jobs (docs/benchmarks.md labels its numbers as
-    # such): the AR base of the learnability probe (800 steps at lr 1e-3), a quarter of the diffusion steps, fewer
-    # prompts per table.
+    # such): the AR base of the learnability probe (800 steps at lr 1e-3), a quarter of the diffusion steps, and
+    # few prompts per table (an under-trained model runs most answers to the budget, which makes every table slow).
     "reduced": Preset(
-        "reduced", ar_steps=800, ar_lr=1e-3, warmup_steps=50, diffusion_steps=400, n_accuracy=128, n_speed=32,
-        n_latency=16, n_scaling=16,
+        "reduced", ar_steps=800, ar_lr=1e-3, warmup_steps=50, diffusion_steps=400, n_accuracy=48, n_speed=16,
+        n_latency=6, n_scaling=8,
     ),
     "smoke": Preset(
         "smoke", hidden=32, layers=2, heads=2, positions=192, n_train=400, n_test=16, row_length=128,
         ar_steps=4, diffusion_steps=4, ar_rows_per_step=2, diffusion_rows_per_step=2, warmup_steps=0, block_length=8,
-        batch_size=8, main_budget=24, speed_budget=24, thresholds=(0.9,), budgets=(16, 24), n_accuracy=8, n_speed=4,
-        n_scaling=4, n_latency=2,
+        batch_size=4, main_budget=16, speed_budget=16, thresholds=(0.9,), budgets=(8, 16), n_accuracy=4, n_speed=4,
+        n_scaling=2, n_latency=1,
     ),
 }
 
