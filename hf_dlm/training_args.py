@@ -62,13 +62,9 @@ class DiffusionTrainingArguments(TrainingArguments):
     padding: str = field(
         default="random",
         metadata={
-            "help": "How EOS-filled rows are padded. 'random' (default): to max_length, then each row's EOS fill is cut "
-            "at a random length between its answer's end and max_length, so that every canvas size is trained: long "
-            "ones (length_strategy 'fixed' and 'predict' read max_length - prompt positions) and short ones (the last "
-            "block of 'grow', the bounded canvas of 'predict'). 'longest' pads each batch to its longest row (LLaDA): "
-            "positions past it are never trained. 'max_length' EOS-fills every row to max_length: rows never end "
-            "soon after their answer, so 'grow' stops early. docs/training.md compares them. Without EOS filling, "
-            "'random' is 'longest'."
+            "help": "EOS fill length. 'random': to max_length, each row cut at a random length past its answer, so "
+            "long canvases (fixed, predict) and short ones (grow) are both trained; 'longest': the batch's longest "
+            "row (LLaDA); 'max_length': every row full. docs/training.md compares them."
         },
     )
     dataset_num_proc: int | None = field(
