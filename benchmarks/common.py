@@ -9,20 +9,17 @@ from pathlib import Path
 import torch
 from config import Preset
 from datasets import Dataset
-from tasks import make_split
+from tasks import make_split, word_tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from hf_dlm.adapt import DEFAULT_PAD_TOKEN
 from hf_dlm.data import prepare_dataset
-from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+from hf_dlm.testing import tiny_causal_lm
 
 
 def base_tokenizer() -> PreTrainedTokenizerFast:
-    """The char tokenizer with a dedicated pad token from the start, so that the AR model, the adapted model and the
-    from-scratch model share every id except the mask token that adaptation adds."""
-    tokenizer = char_tokenizer()
-    tokenizer.add_special_tokens({"pad_token": DEFAULT_PAD_TOKEN})
-    return tokenizer
+    """The tasks' word tokenizer, with a dedicated pad token from the start, so that the AR model, the adapted model
+    and the from-scratch model share every id except the mask token that adaptation adds."""
+    return word_tokenizer()
 
 
 def fresh_gpt2(preset: Preset, vocab_size: int, tokenizer) -> torch.nn.Module:

@@ -2,11 +2,13 @@
 interleaved batch by batch), written to one JSON file.
 
 Tables (prompts are the first n of the test split, so smaller tables are subsets of larger ones):
-- `models`:      adapted vs from-scratch diffusion (and the AR base) at the main budget: accuracy.
-- `main`:        the adapted model, AR generate and fixed / grow / predict x thresholds x cache at the main budget.
-- `traditional`: against the traditional fixed-length setting (one token per step, full canvas, no cache).
-- `budgets`:     AR, fixed, grow, predict (threshold 0.9, cache) and traditional across budgets: the scaling.
-- `latency`:     batch size 1 (one user), for the wall time against answer length.
+- `models`:  the from-scratch control at the main budget (fixed / grow / predict, first threshold, cache): accuracy.
+- `main`:    the adapted model and AR generate at the main budget: every strategy x {thresholds, one token per step}
+             x {cache, no cache}, and the traditional setting: accuracy, NFE, ratios.
+- `speed`:   batch 16 at `speed_budget` (8x the median answer): AR, traditional, fixed / grow / predict at the first
+             threshold with and without cache: the target ratios.
+- `latency`: the same settings at batch size 1 (one user).
+- `budgets`: AR, traditional and fixed / grow / predict (first threshold, cache) across budgets of 2x-16x the median.
 """
 
 from __future__ import annotations
@@ -69,16 +71,12 @@ def measure(preset: Preset, out: Path, results_path: Path) -> dict:
 
     many = test[: preset.n_accuracy]
     table("models", best, many, dlm=scratch, ar_model=None)
-    main = grid([budget], preset.thresholds, block_length=block, traditional=False)
-    main.insert(1, Setting("ar", budget, None, False, block))
-    table("main", main, many)
-    one_token = [Setting(m, b, None, True, block) for b in preset.traditional_budgets for m in ("fixed", "grow", "predict")]
-    table("traditional", grid(preset.traditional_budgets, [thr], caches=(True,), block_length=block) + one_token,
-          test[: preset.n_speed])
-    scaling = grid(preset.budgets, [thr], caches=(True,), block_length=block, traditional=False)
-    scaling += [Setting("fixed", b, None, False, block) for b in preset.traditional_budgets]
-    table("budgets", scaling, test[: preset.n_scaling])
-    table("latency", best + [Setting("ar", budget, None, True, block)], test[: preset.n_latency], batch_size=1)
+    unmask = (*preset.thresholds, None)  # None: one token per step
+    table("main", grid([budget], unmask, block_length=block), many)
+    speed = grid([preset.speed_budget], [thr], block_length=block)
+    table("speed", speed, test[: preset.n_speed])
+    table("latency", speed, test[: preset.n_latency], batch_size=1)
+    table("budgets", grid(preset.budgets, [thr], caches=(True,), block_length=block), test[: preset.n_scaling])
 
     payload = {"preset": preset.to_dict(), "machine": machine(), "tables": tables,
                "training": {stage: _train_log(out / stage) for stage in ("ar", "adapt", "scratch")}}

@@ -17,7 +17,7 @@ STYLE = {  # one colour per method across every figure
     "predict": ("predict", "tab:green", "v"),
     "traditional": ("traditional fixed (1 tok/step, no cache)", "tab:gray", "x"),
 }
-LENGTH_BINS = [1, 5, 9, 17, 33, 49, 65, 81]  # answer-length buckets [a, b)
+LENGTH_BINS = [1, 3, 5, 9, 13, 17, 25, 33, 41, 49]  # answer-length buckets [a, b)
 
 
 def _style(result: dict) -> tuple[str, str, str]:
@@ -86,7 +86,7 @@ def length_scaling(data: dict, path: Path) -> None:
             label, color, marker = _style(r)
             ax_n.plot(*_binned(r["per_answer"]["true_length"], r["per_answer"]["nfe"]), color=color, marker=marker,
                       label=label)
-    ax_t.set_title(f"Latency vs answer length (batch 1, budget {data['preset']['main_budget']})")
+    ax_t.set_title(f"Latency vs answer length (batch 1, budget {data['preset']['speed_budget']})")
     ax_t.set_ylabel("wall time per answer (ms)")
     ax_n.set_title(f"Forwards vs answer length (thr {thr:g}, cache)")
     ax_n.set_ylabel("forwards (NFE) per answer")

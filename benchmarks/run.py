@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads of this process (default: torch's choice)")
     parser.add_argument("--parallel", action="store_true",
                         help="train the from-scratch control in a second process (one thread each) while the AR base "
-                        "trains: the two are independent, and two small models use two cores better than one "
-                        "model uses both")
+                        "and then the adaptation train: the control is independent of both, and two small models use "
+                        "two cores better than one model uses both")
     args = parser.parse_args(argv)
 
     import datasets
@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = parse_overrides(args.set)
     if overrides and args.work is None:
         parser.error("--set needs --work (a directory for the modified run's checkpoints and results)")
-    preset = get_preset(args.preset, **overrides)
+    preset = get_preset(args.preset, **overrides, **({"extra": {"overrides": args.set}} if overrides else {}))
     work = args.work or HERE / "checkpoints" / preset.name
     results = args.results or (work / "results.json" if overrides else HERE / "results" / f"{preset.name}.json")
-    img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" and not overrides else work / "img")
+    img = args.img or (HERE.parent / "docs" / "img" if preset.name in ("full", "reduced") and not overrides
+                       else work / "img")
     work.mkdir(parents=True, exist_ok=True)
 
     def needed(stage: str, output: Path) -> bool:
@@ -104,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         from train_ar import train_ar
 
         train_ar(preset, work)
-    if side is not None:
-        if side.wait() != 0:
-            raise SystemExit(f"the scratch stage failed (exit {side.returncode}); its output is above")
-        torch.set_num_threads(threads)
     for init in ("adapt", "scratch"):
+        if init == "scratch" and side is not None:
+            # The control trained in its own process alongside the AR base and the adaptation.
+            if side.wait() != 0:
+                raise SystemExit(f"the scratch stage failed (exit {side.returncode}); its output is above")
+            torch.set_num_threads(threads)
+            continue
         if needed(init, work / init / "train_log.json"):
             from train_diffusion import train_diffusion
 

@@ -6,9 +6,9 @@
   wrapped the same way and trained with identical arguments for the same number of steps. The only difference
   is the AR pretraining, so "adapted > scratch" measures what the AR weights are worth.
 
-Data: the AR run's prompt/completion examples, one per row, EOS-filled to `row_length` (LLaDA's SFT padding,
-`eos_fill` with `padding="max_length"`), so that p(EOS) learns where answers end (the signal the `predict` strategy
-reads) and every canvas position of the main budget is trained.
+Data: the AR run's prompt/completion examples, one per row, with the library's default treatment of such data:
+EOS-filled (LLaDA's SFT padding, so that p(EOS) learns where answers end: the signal the `predict` strategy reads)
+to a random length up to `row_length` (padding="random": every canvas size of the tables is trained).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def diffusion_arguments(preset: Preset, output_dir: Path) -> DiffusionTrainingAr
     return DiffusionTrainingArguments(
         **training_arguments(preset, output_dir, preset.diffusion_steps, preset.diffusion_lr,
                              preset.diffusion_rows_per_step),
+        # Everything else is DiffusionTrainer's default (EOS filling and padding="random" for prompt/completion
+        # data, block_rows, the noise range): the benchmark checks the defaults a user gets.
         max_length=preset.row_length,
-        packing=False,
-        eos_fill=True,
-        padding="max_length",
+        block_length=preset.block_length,  # the block the tables decode with
         # DiffuGPT anneals causal -> bidirectional attention over its first 10k steps; a tenth of this short run
         # eases the AR weights in the same way. The scratch control gets the same schedule (only the init differs).
         anneal_steps=max(preset.diffusion_steps // 10, 0),

@@ -31,7 +31,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 DATASET_FORMATS = ("text", "prompt_completion", "messages")
-PADDING_STRATEGIES = ("longest", "max_length")
+PADDING_STRATEGIES = ("random", "longest", "max_length")
 MODEL_COLUMNS = ("input_ids", "loss_mask")
 
 
@@ -234,7 +234,9 @@ class DataCollatorForDiffusion:
         eos_token_id: id of the EOS fill (needed with `eos_fill`).
         eos_fill: LLaDA's SFT padding: pad with EOS tokens that are attended and carry loss (see the module doc).
         padding: "longest" pads to the batch's longest row; "max_length" to `max_length` (the same length for every
-            batch, so the EOS targets of a row do not depend on the other rows).
+            batch, so the EOS targets of a row do not depend on the other rows); "random" pads like "max_length"
+            when EOS filling (`DiffusionTrainer` then cuts each row's fill at a random length, `random_fill_lengths`)
+            and like "longest" otherwise.
         max_length: the fixed length of `padding="max_length"`.
         pad_to_multiple_of: round the padded length up to a multiple of this (tensor-core friendly shapes).
     """
@@ -249,14 +251,15 @@ class DataCollatorForDiffusion:
     def __post_init__(self):
         if self.padding not in PADDING_STRATEGIES:
             raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
-        if self.padding == "max_length" and self.max_length is None:
-            raise ValueError("padding='max_length' needs max_length.")
+        if self.padding in ("max_length", "random") and self.max_length is None:
+            raise ValueError(f"padding={self.padding!r} needs max_length.")
         if self.eos_fill and self.eos_token_id is None:
             raise ValueError("eos_fill=True needs eos_token_id (the token the answers are padded with).")
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
-        length = self.max_length if self.padding == "max_length" else max(lengths)
+        full = self.padding == "max_length" or (self.padding == "random" and self.eos_fill)
+        length = self.max_length if full else max(lengths)
         if max(lengths) > length:
             raise ValueError(f"A row has {max(lengths)} tokens, more than max_length={length}: truncate the dataset.")
         if self.pad_to_multiple_of:
@@ -271,6 +274,48 @@ class DataCollatorForDiffusion:
             loss_mask[row, :n] = torch.as_tensor(feature["loss_mask"]) if "loss_mask" in feature else 1
         loss_mask[:, 0] = 0  # position 0 is never predicted (AR shift)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+def random_fill_lengths(
+    batch: dict[str, torch.Tensor],
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    generator_for: Callable[[int], torch.Generator],
+) -> dict[str, torch.Tensor]:
+    """Cut each EOS-filled row of a collated batch at a random length: the view of every canvas size at once.
+
+    A row EOS-filled to `max_length` teaches `fixed` and `predict` at large budgets (every canvas position they
+    read carries an EOS target), but a row never *ends* soon after its answer, which is what the last block of
+    `grow` and the short canvas of `predict` look like; EOS-filling only to the batch's longest row
+    (`padding="longest"`, LLaDA) leaves the positions past it untrained, which `fixed` and `predict` then read at
+    any budget longer than the training answers. Measured (docs/benchmarks.md, "Training defaults"): neither
+    serves all three strategies. So each row keeps its EOS fill up to a length drawn uniformly between the end of
+    its answer (its first loss-carrying EOS, included) and its full length; past it the row is padding (not
+    attended, no loss), and the batch is trimmed to its longest kept row. Rows without an EOS (cut answers) stay
+    whole.
+
+    `generator_for(row)` returns the torch.Generator of a row (the trainer seeds it by seed, optimizer step and
+    the row's tokens, like the noise).
+    """
+    input_ids, attention_mask, loss_mask = (batch[k].clone() for k in ("input_ids", "attention_mask", "loss_mask"))
+    eos = torch.tensor(list(eos_token_ids), device=input_ids.device)
+    keep = []
+    for row in range(input_ids.shape[0]):
+        end = int(attention_mask[row].nonzero().max()) + 1 if attention_mask[row].any() else 0
+        ends = (torch.isin(input_ids[row, :end], eos) & loss_mask[row, :end].bool()).nonzero()
+        ends = ends[ends > 0]
+        if ends.numel() == 0:
+            keep.append(end)
+            continue
+        answer_end = int(ends[0]) + 1
+        cut = int(torch.randint(answer_end, end + 1, (1,), generator=generator_for(row)))
+        input_ids[row, cut:] = pad_token_id
+        attention_mask[row, cut:] = 0
+        loss_mask[row, cut:] = 0
+        keep.append(cut)
+    length = max(keep, default=0)
+    return {**batch, "input_ids": input_ids[:, :length], "attention_mask": attention_mask[:, :length],
+            "loss_mask": loss_mask[:, :length]}
 
 
 def block_rows(
@@ -364,6 +409,7 @@ __all__ = [
     "pack_examples",
     "pack_text",
     "prepare_dataset",
+    "random_fill_lengths",
     "tokenize_messages",
     "tokenize_prompt_completion",
     "tokenize_text",

@@ -41,6 +41,7 @@ from .data import (
     infer_format,
     left_padded,
     prepare_dataset,
+    random_fill_lengths,
 )
 from .loading import load_diffusion_lm
 from .modeling_dlm import DiffusionLM
@@ -193,6 +194,8 @@ class DiffusionTrainer(Trainer):
         elif eval_dataset is not None:
             eval_dataset = prepare_dataset(eval_dataset, processing_class, **prepare)
         self._pad_token_id = pad_id
+        # padding='random' cuts the EOS fill of each row in get_batch_samples (seeded there, like the noise).
+        self._random_fill = args.padding == "random" and eos_fill and data_collator is None
         if data_collator is None:
             data_collator = DataCollatorForDiffusion(
                 pad_token_id=pad_id, eos_token_id=eos_id, eos_fill=eos_fill, padding=args.padding,
@@ -246,6 +249,8 @@ class DiffusionTrainer(Trainer):
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batch_samples:
             return batch_samples, None
+        if self._random_fill:
+            batch_samples = [self._random_fill_lengths(b) for b in batch_samples]
         if self.args.block_rows > 0:
             batch_samples = [self._block_rows(b) for b in batch_samples]
         if self.causal_prefix:
@@ -260,16 +265,26 @@ class DiffusionTrainer(Trainer):
                 batch["t"] = part
         return batch_samples, num_items
 
-    def _block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Semi-AR block rows (`args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
-        so accumulation, DDP and resume make the same choice."""
+    def _row_generators(self, batch: dict[str, torch.Tensor], purpose: bytes):
+        """Seeded generators per row, like the noise (seed, step, the row's tokens): accumulation, DDP and resume
+        make the same choices."""
         step, ids, real = self.state.global_step, batch["input_ids"].cpu(), batch["attention_mask"].cpu().bool()
 
         def generator_for(row: int) -> torch.Generator:
-            return seeded_generator(self.noise.seed, step, ids[row][real[row]].numpy().tobytes(), b"block_rows")
+            return seeded_generator(self.noise.seed, step, ids[row][real[row]].numpy().tobytes(), purpose)
 
+        return generator_for
+
+    def _random_fill_lengths(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """padding='random': each row's EOS fill cut at a random length (`hf_dlm.data.random_fill_lengths`)."""
+        return random_fill_lengths(batch, self.noise.eos_token_ids, self._pad_token_id,
+                                   self._row_generators(batch, b"random_fill"))
+
+    def _block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Semi-AR block rows (`args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
+        so accumulation, DDP and resume make the same choice."""
         return block_rows(batch, self.args.block_length, self.args.block_rows, self.noise.eos_token_ids,
-                          self._pad_token_id, generator_for)
+                          self._pad_token_id, self._row_generators(batch, b"block_rows"))
 
     def _cut_after_eos_block(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return cut_after_eos_block(batch, self.args.block_length, self.noise.eos_token_ids, self._pad_token_id)

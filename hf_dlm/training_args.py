@@ -60,10 +60,11 @@ class DiffusionTrainingArguments(TrainingArguments):
         },
     )
     padding: str = field(
-        default="longest",
+        default="random",
         metadata={
-            "help": "'longest' pads each batch to its longest row (LLaDA); 'max_length' pads every row to max_length, "
-            "so that EOS filling teaches every canvas position and a row's targets do not depend on its batch."
+            "help": "EOS fill length. 'random': to max_length, each row cut at a random length past its answer, so "
+            "long canvases (fixed, predict) and short ones (grow) are both trained; 'longest': the batch's longest "
+            "row (LLaDA); 'max_length': every row full. docs/training.md compares them."
         },
     )
     dataset_num_proc: int | None = field(
@@ -165,6 +166,11 @@ class DiffusionTrainingArguments(TrainingArguments):
             raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
         if self.padding == "max_length" and self.max_length is None:
             raise ValueError("padding='max_length' needs max_length.")
+        if self.padding == "random" and self.max_length is None:
+            raise ValueError(
+                "padding='random' (the default) EOS-fills rows up to max_length: set max_length (prompt + the largest "
+                "max_new_tokens you decode with), or padding='longest'."
+            )
         if self.packing and self.max_length is None:
             raise ValueError("packing=True needs max_length (the length of a packed row).")
         if not 0.0 < self.t_min <= self.t_max <= 1.0:

@@ -17,10 +17,26 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
         check=True, cwd=ROOT, timeout=600,
     )
     data = json.loads(results.read_text())
+    assert set(data["tables"]) == {"models", "main", "speed", "latency", "budgets"}
     methods = {row["method"] for table in data["tables"].values() for row in table.get("results", [])}
-    assert {"fixed", "grow", "predict"} <= methods
-    assert list((tmp_path / "img").glob("*.png"))
-    assert results.with_suffix(".md").read_text().strip()
+    assert {"fixed", "grow", "predict", "ar"} <= methods
+    main = data["tables"]["main"]["results"]
+    assert {(r["threshold"], r["use_cache"]) for r in main if r["method"] == "grow"} == {
+        (0.9, True), (0.9, False), (None, True), (None, False)}  # thresholds and one token per step, cache on/off
+    assert data["tables"]["latency"]["batch_size"] == 1
+    assert len(list((tmp_path / "img").glob("*.png"))) == 4
+    report = results.with_suffix(".md").read_text()
+    assert "### Targets" in report and "bound covers the true length" in report
+
+
+def test_predict_coverage_counts_bounds_at_or_above_the_true_length(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from report import predict_stats
+
+    result = {"grew": 0.25, "predict_error": {"exact": 0.25},
+              "per_answer": {"predicted_length": [3, 5, 9, 2], "true_length": [3, 4, 5, 6]}}
+    stats = predict_stats(result)
+    assert stats["coverage"] == 0.75 and stats["mean_slack"] == (0 + 1 + 4) / 3
 
 
 def test_preset_overrides_are_typed_and_checked(monkeypatch):

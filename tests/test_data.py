@@ -5,7 +5,14 @@ import torch
 from datasets import Dataset, IterableDataset, load_dataset
 
 from hf_dlm.adapt import add_special_tokens
-from hf_dlm.data import DataCollatorForDiffusion, block_rows, detect_format, infer_format, prepare_dataset
+from hf_dlm.data import (
+    DataCollatorForDiffusion,
+    block_rows,
+    detect_format,
+    infer_format,
+    prepare_dataset,
+    random_fill_lengths,
+)
 from hf_dlm.testing import char_tokenizer
 
 # A chat template in the char tokenizer's alphabet; assistant turns end with EOS, like <|im_end|> in ChatML.
@@ -169,3 +176,27 @@ def test_block_rows_show_a_clean_prefix_one_loss_block_and_nothing_after(tok):
     assert all(torch.equal(untouched[k], batch[k]) for k in batch)
     with pytest.raises(ValueError, match="share"):
         block_rows(batch, 4, 1.5, [eos], pad, lambda row: None)
+
+
+def test_random_fill_keeps_each_answer_and_cuts_its_eos_fill_anywhere_up_to_max_length(tok):
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    # answer + EOS end at position 6; a second row without EOS (an answer cut at max_length) fills its whole row.
+    rows = [{"input_ids": [5, 6, 7, 10, 11, 12, eos], "loss_mask": [0, 0, 0, 1, 1, 1, 1]},
+            {"input_ids": [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "loss_mask": [0, 0, 0] + [1] * 9}]
+    collator = DataCollatorForDiffusion(pad_token_id=pad, eos_token_id=eos, eos_fill=True, padding="random",
+                                        max_length=12)
+    batch = collator(rows)
+    assert batch["input_ids"].shape == (2, 12)  # "random" pads to max_length, the trainer cuts
+    ends = set()
+    for seed in range(60):
+        out = random_fill_lengths(batch, [eos], pad, lambda row, s=seed: torch.Generator().manual_seed(s + row))
+        ids, attention, loss = (out[k][0].tolist() for k in ("input_ids", "attention_mask", "loss_mask"))
+        end = sum(attention)
+        ends.add(end)
+        assert ids[:7] == rows[0]["input_ids"] and loss[:7] == rows[0]["loss_mask"]  # the answer and its EOS stay
+        assert ids[7:end] == [eos] * (end - 7) and all(loss[7:end])  # the kept fill is EOS with loss
+        assert ids[end:] == [pad] * (len(ids) - end) and not any(loss[end:]) and not any(attention[end:])
+        assert out["attention_mask"][1].sum() == 12  # no EOS: nothing to cut
+    assert ends == set(range(7, 13))  # from no fill at all to the full row
+    assert DataCollatorForDiffusion(pad_token_id=pad, padding="random", max_length=14)(rows)["input_ids"].shape == (
+        2, 12)  # without EOS filling, "random" is "longest"

@@ -122,6 +122,20 @@ def test_prompt_tokens_are_never_masked_and_eos_are_always_masked(tmp_path):
         assert (ids[:, prompt_length:] == mask_id).any()
 
 
+def test_by_default_prompt_completion_rows_are_eos_filled_to_random_lengths_up_to_max_length(tmp_path):
+    """The defaults must train every canvas size the three length strategies read: long EOS-filled canvases
+    (`fixed`, `predict`'s first step, up to max_length) and rows ending soon after their answer (`grow`)."""
+    model, tok = make_dlm()
+    seen = record_forward_inputs(model)
+    args = training_args(tmp_path, max_steps=12, max_length=24, t_min=0.999, per_device_train_batch_size=8)
+    assert args.padding == "random" and args.block_rows == 0.0
+    DiffusionTrainer(model=model, args=args, train_dataset=sort_task(96), processing_class=tok).train()
+    lengths = [int(n) for call in seen for n in call["attention_mask"].sum(-1)]
+    assert max(lengths) == 24 and min(lengths) <= 14  # whole rows and rows cut right after a short answer
+    assert len(set(lengths)) >= 8  # the lengths in between too
+    assert all(call["input_ids"].shape[1] <= 24 for call in seen)
+
+
 def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path):
     model, tok = make_dlm()
     seen = record_forward_inputs(model)
