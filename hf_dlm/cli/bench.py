@@ -147,7 +147,10 @@ def run(settings: Sequence[Setting], dlm, tokenizer, records: Sequence[dict], *,
 
 
 def summarize(setting: Setting, answers: list[Answer], references: list[str | None], tokenizer) -> dict:
-    """Metrics of one setting plus compact per-answer arrays (for plots and agreement checks)."""
+    """Metrics of one setting plus compact per-answer arrays (for plots and agreement checks). Exact / length match
+    and tokens per forward are the functions behind our `evaluate` modules (`hf_dlm.metrics`)."""
+    from ..metrics import answer_matches, tokens_per_forward
+
     n = len(answers)
     lengths = [len(a.tokens) for a in answers]
     if setting.method == "ar":
@@ -164,17 +167,17 @@ def summarize(setting: Setting, answers: list[Answer], references: list[str | No
         "mean_nfe": statistics.fmean(nfe),
         "mean_length": statistics.fmean(lengths),
         "tokens_per_s": sum(lengths) / seconds if seconds else math.nan,
-        "tokens_per_forward": sum(lengths) / max(1, sum(nfe)),
+        "tokens_per_forward": tokens_per_forward(lengths, nfe),
         "ended": sum(a.ended for a in answers) / n,
         "answers": [a.text for a in answers],
         "per_answer": {"length": lengths, "nfe": nfe, "seconds": [a.seconds for a in answers]},
     }
     if all(r is not None for r in references):
         targets = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in references]
-        correct = [tokenizer.decode(a.tokens, skip_special_tokens=True) == tokenizer.decode(t, skip_special_tokens=True)
-                   for a, t in zip(answers, targets)]
+        matches = answer_matches([a.tokens for a in answers], targets, tokenizer)
+        correct = matches["exact"]
         result["accuracy"] = sum(correct) / n
-        result["length_match"] = sum(len(a.tokens) == len(t) for a, t in zip(answers, targets)) / n
+        result["length_match"] = sum(matches["length"]) / n
         result["per_answer"]["correct"] = [int(c) for c in correct]
         result["per_answer"]["true_length"] = [len(t) for t in targets]
     if setting.method == "predict":
