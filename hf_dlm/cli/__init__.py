@@ -4,6 +4,7 @@
     hf-dlm demo      watch the embedded default answer by diffusion, next to its AR self (cli/demo.py)
     hf-dlm bench     length strategies, cache and AR compared on a JSONL of prompts (cli/bench.py)
     hf-dlm train     adapt / fine-tune a causal LM with DiffusionTrainer (cli/train.py)
+    hf-dlm calibrate fit predict's length bound for a target coverage (cli/calibrate.py)
 
 Why so lazy: `import torch, transformers` takes seconds, and a user who typed `--help` or a wrong flag should get
 the answer at once. Every command parses and validates its arguments with the standard library only, then imports
@@ -21,6 +22,7 @@ COMMANDS = {
     "demo": ("watch the embedded default answer by diffusion, next to its autoregressive self", "demo"),
     "bench": ("compare length strategies, cache and AR decoding on a JSONL of prompts", "bench"),
     "train": ("adapt or fine-tune a causal LM into a diffusion LM (DiffusionTrainer)", "train"),
+    "calibrate": ("fit predict's length bound for a target coverage; write it to generation_config.json", "calibrate"),
 }
 
 
