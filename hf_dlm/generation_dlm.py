@@ -138,6 +138,10 @@ class DiffusionGenerationConfig(GenerationConfig):
             KV cache (see the module docstring). `True` or `"prefix"`: the prompt and finished blocks are not
             recomputed (dLLM-Var). `"dual"`: also the canvas after the current block is cached at the block's first
             forward, and the block's other forwards run the block alone (Fast-dLLM's DualCache). `False`: none.
+        cache_refresh (`str`, defaults to `"partial"`):
+            What the first forward of a block re-encodes when a cache is on: `"partial"` (dLLM-Var) the block just
+            finished (from its anchor on), `"full"` (Fast-dLLM) the whole sequence from the first prompt token, so
+            every cached key/value sees the tokens committed since; it costs a full-length forward per block.
         output_history (`bool`, defaults to `False`):
             Return the canvas after every step in `history` (needs `return_dict_in_generate=True`).
         return_dict_in_generate (`bool`, defaults to `False`):
@@ -620,7 +624,11 @@ class _Decoder:
             return self._forward_block_only(window_start, window_end)
         rows = self.active
         if self.cache is not None:
-            if self.cache_mode == "dual":
+            if self.config.cache_refresh == "full" and self.step_in_block == 0:
+                # Fast-dLLM's refresh: the block's first forward re-encodes the whole sequence, so every cached
+                # key/value is recomputed with the tokens committed since (a full-length forward per block).
+                self.cache, self.cached, self.suffix = DynamicCache(), 0, (0, 0)
+            elif self.cache_mode == "dual":
                 self._drop_suffix()  # the block starts: the canvas after it is encoded afresh below
             inputs = self.seq[rows, self.cached : window_end]
         else:

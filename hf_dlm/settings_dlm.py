@@ -19,6 +19,7 @@ LENGTH_STRATEGIES = ("fixed", "grow", "predict")  # the built-in ones; generatio
 UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
 # `use_cache` values beside True (= "prefix") and False (no cache): the KV caches of generation_dlm.py.
 CACHE_MODES = ("prefix", "dual")
+CACHE_REFRESHES = ("partial", "full")  # what a block's first forward re-encodes (dLLM-Var / Fast-dLLM)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("use_cache", True, bool, "KV cache: true or prefix = the prompt and finished blocks are not "
             "recomputed; dual = also the canvas after the current block, refreshed at each block start; false = "
             "none", words=CACHE_MODES),
+    Setting("cache_refresh", "partial", str, "at each block start re-encode the block just finished (partial, "
+            "dLLM-Var) or the whole sequence (full, Fast-dLLM: fresher keys, a full-length forward per block)",
+            choices=CACHE_REFRESHES),
     Setting("output_history", False, bool, "return the canvas after every step in `history` (needs "
             "return_dict_in_generate)", group="output"),
     Setting("return_dict_in_generate", False, bool, "return a DiffusionGenerateOutput instead of the sequences",
@@ -168,6 +172,9 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
     elif name == "length_strategy":
         if not isinstance(value, str) or value not in length_strategies:
             raise ValueError(f"`length_strategy` must be one of {length_strategies}, got {value!r}.")
+    elif name == "cache_refresh":
+        if not isinstance(value, str) or value not in CACHE_REFRESHES:
+            raise ValueError(f"`cache_refresh` must be one of {CACHE_REFRESHES}, got {value!r}.")
     elif name == "unmasking":
         if not isinstance(value, str) or value not in UNMASKING_RULES:
             raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {value!r}.")

@@ -202,3 +202,36 @@ def test_bad_use_cache_values_are_refused(value, message):
     model, tok = make_dlm("gpt2")
     with pytest.raises(ValueError, match=message):
         model.diffusion_generate(tok(["ab"], return_tensors="pt").input_ids, use_cache=value)
+
+
+# ----------------------------------------------------------------------------------------------- full refresh
+@pytest.mark.parametrize("use_cache", [True, "dual"])
+@pytest.mark.parametrize("model_type", BACKBONES)
+def test_full_refresh_makes_every_block_start_an_uncached_forward(model_type, use_cache):
+    """`cache_refresh="full"` (Fast-dLLM): a block's first forward re-encodes the whole sequence, so its logits are
+    the uncached forward's on that canvas at every block; with the partial refresh (dLLM-Var) they are not (the
+    check can fail) once blocks have been committed."""
+    model, tok = make_dlm(model_type)
+    enc = left_padded(tok)
+    differs = []
+    for refresh in ("full", "partial"):
+        dec = decoder(model, enc, max_new_tokens=24, block_length=8, length_strategy="fixed", use_cache=use_cache,
+                      threshold=0.3, cache_refresh=refresh)
+        calls = record_forwards(dec)
+        dec.run()
+        starts = [c for c in calls if c["step_in_block"] == 0]
+        assert len(starts) == 3
+        for call in starts:
+            reference = uncached_logits(model, dec, call)
+            if refresh == "full":
+                close(call["logits"], reference)
+            else:
+                differs.append(not torch.allclose(call["logits"][torch.isfinite(reference)],
+                                                  reference[torch.isfinite(reference)], atol=1e-4))
+    assert any(differs)
+
+
+def test_cache_refresh_is_validated():
+    model, tok = make_dlm("gpt2")
+    with pytest.raises(ValueError, match="`cache_refresh` must be one of"):
+        model.diffusion_generate(tok(["ab"], return_tensors="pt").input_ids, cache_refresh="sometimes")
