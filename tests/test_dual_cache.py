@@ -235,3 +235,20 @@ def test_cache_refresh_is_validated():
     model, tok = make_dlm("gpt2")
     with pytest.raises(ValueError, match="`cache_refresh` must be one of"):
         model.diffusion_generate(tok(["ab"], return_tensors="pt").input_ids, cache_refresh="sometimes")
+
+
+@pytest.mark.parametrize("use_cache", [True, "dual"])
+@pytest.mark.parametrize("model_type", BACKBONES)
+def test_predict_re_encodes_the_prompt_after_cutting_the_canvas(model_type, use_cache):
+    """`predict`'s first forward spans the whole budget; once the canvas is cut to the bound, the prompt's cached
+    keys/values (which attended to all those masks) are stale for every later forward. The decoder re-encodes from
+    position 0 in the next forward, so that forward is exactly the uncached one on the cut canvas (it was not
+    before: cached predict then agreed with uncached decoding on 8 of 16 toy prompts)."""
+    model, tok = make_dlm(model_type)
+    dec = decoder(model, left_padded(tok), max_new_tokens=32, block_length=8, length_strategy="predict",
+                  use_cache=use_cache, threshold=0.9, predict_threshold=0.001, length_margin=12)
+    calls = record_forwards(dec)
+    dec.run()
+    assert int(calls[1]["canvas_len"].max()) < 32  # the bound cut the canvas
+    assert calls[1]["block"] == 0 and calls[1]["step_in_block"] == 1
+    close(calls[1]["logits"], uncached_logits(model, dec, calls[1]))
