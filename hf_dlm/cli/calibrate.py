@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from .. import register_auto_classes
     from ..calibration import (
         calibrate_length_rule,
         completion_lengths,
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ..evaluation import chat_inputs
 
+    register_auto_classes()  # the checkpoint's config.json names model_type "diffusion_lm": ours, not remote code
     model = load_model(parser, args.model, args.dtype, args.device, args.threads, status=progress)
     tokenizer = model.tokenizer
     budget = args.max_new_tokens or model.generation_config.max_new_tokens
