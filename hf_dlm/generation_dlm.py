@@ -37,6 +37,10 @@ not the canvas: what makes `fixed` and `predict` (whose canvases reach past the 
 commits (also for causal-prefix models: their canvas attends to the block). Identical to the prefix cache at every
 block-start forward; measured against uncached decoding in docs/decoding.md.
 
+`cache_refresh="full"` (Fast-dLLM's refresh) makes every block's first forward re-encode the whole sequence instead
+of the block just finished. And when `predict` cuts its canvas after the first forward, the cached prompt (which
+attended to the whole budget of masks) is re-encoded by the next forward, whatever the refresh.
+
 Batches: left-padded prompts; all rows work on the same block index (a row done with its block waits without
 committing, which cannot change its tokens); finished rows leave the batch and the cache.
 
