@@ -28,6 +28,19 @@ finished, and that is the KV kept for it: no extra forward per block. Approximat
 tokens committed later (measured in docs/decoding.md). Exact for `attention="causal_prefix"` models (block diffusion
 with a causal context), whose context never attends to anything after it.
 
+Dual KV cache (`use_cache="dual"`): Fast-dLLM's DualCache (github.com/NVlabs/Fast-dLLM, `generate_with_dual_cache`).
+The block's first forward is the prefix cache's [anchor | block | rest]; its keys/values of the rest (the masks after
+the block) are kept too, so the cache holds [prefix | suffix]. The block's later forwards run [anchor | block] only,
+with their true position ids, attending to prefix, themselves and the cached suffix. A forward then costs the block,
+not the canvas: what makes `fixed` and `predict` (whose canvases reach past the block) as cheap per forward as
+`grow`. Approximation on top of the prefix cache's: within a block the suffix's keys/values do not see the block's
+commits (also for causal-prefix models: their canvas attends to the block). Identical to the prefix cache at every
+block-start forward; measured against uncached decoding in docs/decoding.md.
+
+`cache_refresh="full"` (Fast-dLLM's refresh) makes every block's first forward re-encode the whole sequence instead
+of the block just finished. And when `predict` cuts its canvas after the first forward, the cached prompt (which
+attended to the whole budget of masks) is re-encoded by the next forward, whatever the refresh.
+
 Batches: left-padded prompts; all rows work on the same block index (a row done with its block waits without
 committing, which cannot change its tokens); finished rows leave the batch and the cache.
 
@@ -49,9 +62,11 @@ from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
 from .settings_dlm import (
+    CACHE_MODES,
     LENGTH_STRATEGIES,
     SETTINGS,
     UNMASKING_RULES,
+    cache_mode,
     num_blocks,
     refuse_unknown_settings,
     steps_per_block,
@@ -119,8 +134,18 @@ class DiffusionGenerationConfig(GenerationConfig):
         length_margin (`int`, defaults to 8):
             `predict` only. Safety margin added to the predicted length: canvas = predicted + 1 (the EOS) + margin,
             capped by `max_new_tokens`. Too short is repaired by growing; too long costs a few masks per forward.
-        use_cache (`bool`, defaults to `True`):
-            Prefix KV cache (see the module docstring): the prompt and finished blocks are not recomputed.
+        length_coverage (`float` in (0, 1), *optional*):
+            `predict` only, a record: the probability that the bound (predicted + 1 + margin) covers the answer's
+            length for which `predict_threshold` and `length_margin` were calibrated (`hf_dlm.calibration`,
+            `hf-dlm calibrate`); reported with every output as `length_coverage`. None: not calibrated.
+        use_cache (`bool` or `str`, defaults to `True`):
+            KV cache (see the module docstring). `True` or `"prefix"`: the prompt and finished blocks are not
+            recomputed (dLLM-Var). `"dual"`: also the canvas after the current block is cached at the block's first
+            forward, and the block's other forwards run the block alone (Fast-dLLM's DualCache). `False`: none.
+        cache_refresh (`str`, defaults to `"partial"`):
+            What the first forward of a block re-encodes when a cache is on: `"partial"` (dLLM-Var) the block just
+            finished (from its anchor on), `"full"` (Fast-dLLM) the whole sequence from the first prompt token, so
+            every cached key/value sees the tokens committed since; it costs a full-length forward per block.
         output_history (`bool`, defaults to `False`):
             Return the canvas after every step in `history` (needs `return_dict_in_generate=True`).
         return_dict_in_generate (`bool`, defaults to `False`):
@@ -196,6 +221,10 @@ class DiffusionGenerateOutput(ModelOutput):
         predicted_lengths (`torch.LongTensor` [batch]): `predict` only: the answer length read from p(EOS) at the
             first step (before `length_margin`); compare with `lengths` to measure the predictor's error.
         grew (`torch.BoolTensor` [batch]): `predict` only: the bound was too short and the row grew past it.
+        bounds (`torch.LongTensor` [batch]): `predict` only: the canvas the bound gave each row, predicted length + 1
+            + `length_margin`, at most the budget (the answer and its EOS fit when `lengths < bounds`).
+        length_coverage (`float`): `predict` only: the coverage `predict_threshold` and `length_margin` were
+            calibrated for (the `length_coverage` setting; None when they were not calibrated).
         history (`tuple[torch.LongTensor]`): with `output_history=True`, the whole batch's canvas after every step
             (masks shown as `mask_token_id`).
     """
@@ -207,6 +236,8 @@ class DiffusionGenerateOutput(ModelOutput):
     finished: torch.BoolTensor | None = None
     predicted_lengths: torch.LongTensor | None = None
     grew: torch.BoolTensor | None = None
+    bounds: torch.LongTensor | None = None
+    length_coverage: float | None = None
     history: tuple[torch.LongTensor, ...] | None = None
 
 
@@ -361,6 +392,23 @@ class DiffusionGenerationMixin:
         return input_ids, attention_mask
 
 
+def _drop_cache_span(cache: DynamicCache, start: int, end: int) -> None:
+    """Remove positions [start, end) of every layer of `cache` (the dual cache cuts the current block out of the
+    block-start forward's keys/values, keeping what lies before and after it)."""
+    if end <= start:
+        return
+    for layer in cache.layers:
+        if not hasattr(layer, "keys") or layer.keys is None or not getattr(layer, "is_initialized", True):
+            continue
+        if type(layer).__name__ != "DynamicLayer":
+            raise NotImplementedError(
+                f"use_cache='dual' needs full-length cache layers; this model's cache has a {type(layer).__name__} "
+                f"(e.g. sliding-window attention). Use use_cache=True (the prefix cache) with it."
+            )
+        layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys[..., end:, :]], dim=-2)
+        layer.values = torch.cat([layer.values[..., :start, :], layer.values[..., end:, :]], dim=-2)
+
+
 def first_true(flags: torch.Tensor, default: int | torch.Tensor) -> torch.LongTensor:
     """Index of the first True along the last dim of `flags` [rows, n]; `default` for rows without one."""
     default = torch.as_tensor(default, device=flags.device).expand(flags.shape[0])
@@ -488,14 +536,29 @@ class PredictLength(GrowLength):
 
     def after_first_forward(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
         decoder = self.decoder
-        p_eos = logits.softmax(-1)[..., decoder.eos_ids].sum(-1)  # [rows, budget]
-        first = first_true(p_eos >= decoder.config.predict_threshold, decoder.budget)
+        first = predicted_lengths(eos_probabilities(logits, decoder.eos_ids), decoder.config.predict_threshold)
         self.predicted_lengths = first.clone()
-        self.bound = (first + 1 + decoder.config.length_margin).clamp(max=decoder.budget)
+        self.bound = length_bound(first, decoder.config.length_margin, decoder.budget)
         decoder.resize_canvas(rows, self.bound)
 
     def output_fields(self) -> dict:
-        return {"predicted_lengths": self.predicted_lengths, "grew": self.decoder.canvas_len > self.bound}
+        return {"predicted_lengths": self.predicted_lengths, "grew": self.decoder.canvas_len > self.bound,
+                "bounds": self.bound, "length_coverage": self.decoder.config.length_coverage}
+
+
+def eos_probabilities(logits: torch.Tensor, eos_ids: torch.Tensor) -> torch.Tensor:
+    """p(EOS) [rows, canvas] from the first forward's logits [rows, canvas, vocab] (any of the EOS ids)."""
+    return logits.softmax(-1)[..., eos_ids].sum(-1)
+
+
+def predicted_lengths(p_eos: torch.Tensor, predict_threshold: float) -> torch.LongTensor:
+    """`predict`'s length: the first canvas position whose p(EOS) reaches the threshold; the canvas length if none."""
+    return first_true(p_eos >= predict_threshold, p_eos.shape[-1])
+
+
+def length_bound(predicted: torch.Tensor, length_margin: int, budget: int) -> torch.LongTensor:
+    """`predict`'s canvas: predicted length + 1 (the EOS) + margin, at most the budget."""
+    return (predicted + 1 + length_margin).clamp(max=budget)
 
 
 # `length_strategy` name -> class. The built-in names are settings_dlm.LENGTH_STRATEGIES (what the CLI offers);
@@ -597,8 +660,17 @@ class _Decoder:
         self.step_in_block = 0
         self.step = 0
         self.history: list[torch.Tensor] = []
-        self.cache = DynamicCache() if config.use_cache else None
-        self.cached = 0  # positions held by the cache (same for every active row)
+        self.cache_mode = cache_mode(config.use_cache)  # "prefix", "dual" or None
+        if self.cache_mode == "dual" and getattr(getattr(model, "backbone", model).config, "is_causal", False):
+            raise ValueError(
+                "use_cache='dual' stores the keys after the current block before the block's own, and this backbone "
+                "attends causally (config.is_causal=True), which reads key order as position order. Use "
+                "use_cache=True (the prefix cache) with a causal backbone."
+            )
+        self.cache = DynamicCache() if self.cache_mode else None
+        self.cached = 0  # prefix positions held by the cache (same for every active row)
+        self.suffix = (0, 0)  # dual cache: the positions [start, end) held after the prefix
+        self.stale = False  # the cache was encoded against a canvas that no longer exists: re-encode from 0
 
         # Tokens the decoder must never write: the mask itself, and a dedicated pad (it only fills after EOS).
         banned = [self.mask_id]
@@ -628,9 +700,18 @@ class _Decoder:
 
     # ----------------------------------------------------------------- the forward
     def _forward(self, window_start: int, window_end: int) -> torch.Tensor:
-        """Logits for positions [window_start, window_end) of the active rows (one NFE)."""
+        """Logits for positions [window_start, window_end) of the active rows (one NFE); with the dual cache,
+        inside a block, only up to the block's end (the canvas after it is read from the cache)."""
+        if self.cache_mode == "dual" and self.step_in_block > 0 and not self.stale:
+            return self._forward_block_only(window_start, window_end)
         rows = self.active
         if self.cache is not None:
+            if self.stale or (self.config.cache_refresh == "full" and self.step_in_block == 0):
+                # Fast-dLLM's refresh: the block's first forward re-encodes the whole sequence, so every cached
+                # key/value is recomputed with the tokens committed since (a full-length forward per block).
+                self.cache, self.cached, self.suffix, self.stale = DynamicCache(), 0, (0, 0), False
+            elif self.cache_mode == "dual":
+                self._drop_suffix()  # the block starts: the canvas after it is encoded afresh below
             inputs = self.seq[rows, self.cached : window_end]
         else:
             inputs = self.seq[rows, :window_end]
@@ -647,16 +728,80 @@ class _Decoder:
             logits_to_keep=window_end - window_start,
             **extra,
         )
-        self.nfe += 1
-        self.nfe_per_row[rows] += 1
+        self._count_forward(rows)
         if self.cache is not None:
             # Keep the prefix before the current block's anchor: [prompt | finished blocks] minus its last token.
             keep = self.prompt_length + self.block * self.block_length - 1
-            excess = self.cache.get_seq_length() - keep
-            if excess > 0:
-                self.cache.crop(-excess)
+            if self.cache_mode == "dual":
+                # Fast-dLLM's DualCache: also keep the canvas after the block, [block end, window end), as encoded
+                # by this block-start forward; the cache becomes [prefix | suffix] and inner steps run the block.
+                block_end = min(keep + 1 + self.block_length, window_end)
+                _drop_cache_span(self.cache, keep, block_end)
+                self.suffix = (block_end, window_end)
+            else:
+                excess = self.cache.get_seq_length() - keep
+                if excess > 0:
+                    self.cache.crop(-excess)
             self.cached = keep
-        logits = out.logits.float()
+        return self._clean(out.logits)
+
+    def _forward_block_only(self, window_start: int, window_end: int) -> torch.Tensor:
+        """Dual cache, inside a block: run [anchor | block] only, attending to the cached prefix, itself and the
+        cached canvas after the block (encoded at the block start: those positions are masks that no step of this
+        block changes, but their keys/values saw the block as it was then).
+
+        The cache holds [prefix | suffix] and the block is appended after them, so the sequence order is lost:
+        the block gets its true positions explicitly (RoPE and learned position embeddings are applied from
+        `position_ids` when keys are written, so a key's slot in the cache does not matter) and the padding mask
+        is given in cache order (a bidirectional mask means the same in any order; a causal-prefix one is built
+        from `key_positions`)."""
+        rows = self.active
+        keep = self.cached
+        suffix_start, suffix_end = self.suffix
+        # Rows may have shrunk since the block start (`predict` cuts its canvas after the first forward): the part of
+        # the suffix past every canvas is never attended again, so drop it (it is last in the cache).
+        live_end = max(min(suffix_end, window_end), suffix_start)
+        if live_end < suffix_end:
+            self.cache.crop(live_end - suffix_end)
+            self.suffix = (suffix_start, live_end)
+            suffix_end = live_end
+        block_end = min(keep + 1 + self.block_length, window_end)
+        in_order = self._attention(rows, max(suffix_end, block_end))  # true order, [0, max end)
+        positions = (in_order.cumsum(-1) - 1).clamp(min=0)
+        order = torch.cat([
+            torch.arange(keep, device=self.device),
+            torch.arange(suffix_start, suffix_end, device=self.device),
+            torch.arange(keep, block_end, device=self.device),
+        ])
+        extra = {}
+        if self.causal_prefix:
+            extra = {"canvas_start": keep + 1, "key_positions": order}
+        out = self.model(
+            input_ids=self.seq[rows, keep:block_end],
+            attention_mask=in_order[:, order],
+            position_ids=positions[:, keep:block_end],
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=block_end - window_start,
+            **extra,
+        )
+        self._count_forward(rows)
+        self.cache.crop(-(block_end - keep))  # back to [prefix | suffix]
+        return self._clean(out.logits)
+
+    def _drop_suffix(self) -> None:
+        """Crop the dual cache back to its prefix (the suffix is last in it)."""
+        excess = self.cache.get_seq_length() - self.cached
+        if excess > 0:
+            self.cache.crop(-excess)
+        self.suffix = (self.cached, self.cached)
+
+    def _count_forward(self, rows: torch.Tensor) -> None:
+        self.nfe += 1
+        self.nfe_per_row[rows] += 1
+
+    def _clean(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
         logits[..., self.banned] = -torch.inf
         return logits
 
@@ -770,7 +915,13 @@ class _Decoder:
             window_end = self.prompt_length + int(self.canvas_len[self.active].max())
             logits = self._forward(block_start, window_end)
             if self.step == 0:
+                before = self.canvas_len.clone()
                 self.length_strategy.after_first_forward(self.active, logits)
+                # `predict` cut the canvas: the cached prompt was encoded attending to the whole budget of masks,
+                # a canvas no later forward sees. Re-encode it with the next forward (no extra NFE; that forward
+                # spans prompt + bound once). Measured: without this, cached `predict` agreed with uncached decoding
+                # on 8 of 16 toy prompts, with it on (see docs/decoding.md).
+                self.stale = self.cache is not None and not torch.equal(before, self.canvas_len)
             self._commit(logits, block_start)
             self.step += 1
             self.step_in_block += 1
@@ -814,6 +965,7 @@ class _Decoder:
 
 
 __all__ = [
+    "CACHE_MODES",
     "LENGTH_STRATEGIES",
     "LENGTH_STRATEGY_CLASSES",
     "StreamRelay",

@@ -61,17 +61,22 @@ def position_ids_from_attention_mask(attention_mask: torch.Tensor, query_length:
 
 
 def causal_prefix_mask(
-    padding_mask: torch.Tensor, query_length: int, canvas_start: int | torch.Tensor
+    padding_mask: torch.Tensor,
+    query_length: int,
+    canvas_start: int | torch.Tensor,
+    key_positions: torch.Tensor | None = None,
 ) -> torch.BoolTensor:
     """4D bool mask [B, 1, Q, K] of `attention="causal_prefix"`: a query before `canvas_start` sees the keys up to
     itself (the causal LM's own attention), a query at or after it sees every key; never padding.
 
     `padding_mask` [B, K] covers cached + current positions (1 = real token); the queries are its last
-    `query_length` positions. `canvas_start` (int or [B]) indexes the same positions.
+    `query_length` positions. `canvas_start` (int or [B]) indexes the same positions. `key_positions` [K]: where
+    each key sits in the sequence when the cache holds them out of order (the dual KV cache stores
+    [prefix | canvas after the block | block]); default: in order, 0..K-1.
     """
     batch, keys = padding_mask.shape
     device = padding_mask.device
-    key_pos = torch.arange(keys, device=device)
+    key_pos = torch.arange(keys, device=device) if key_positions is None else key_positions.to(device)
     query_pos = key_pos[keys - query_length :]
     start = torch.as_tensor(canvas_start, device=device).reshape(-1, 1, 1).expand(batch, 1, 1)
     allowed = (key_pos[None, None, :] <= query_pos[None, :, None]) | (query_pos[None, :, None] >= start)
@@ -235,6 +240,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         output_hidden_states: bool = False,
         logits_to_keep: int = 0,
         canvas_start: int | torch.Tensor | None = None,
+        key_positions: torch.Tensor | None = None,
         cache: Cache | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
@@ -242,7 +248,10 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         or a 4D mask [B, 1, Q, K] (bool: True = may attend; float: added to the attention scores).
         `logits_to_keep=n` returns aligned logits for the last n positions only (the LM head is the costly part for
         short canvases behind long prompts). `canvas_start` (int or [B], an index over cached + current positions):
-        where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask.
+        where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask. `key_positions` [K]:
+        the sequence position of every key (cached + current) when the cache holds them out of order (the dual KV
+        cache); the 2D mask is then in that same order and `position_ids` must be given. Only the causal-prefix mask
+        depends on order (a bidirectional mask is the same in any order).
         `cache` is `past_key_values` under its transformers >= 5.24 name; give one of the two."""
         if cache is not None:
             if past_key_values is not None:
@@ -250,6 +259,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
             past_key_values = cache
         check_attention_implementation(self.backbone.config._attn_implementation)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if key_positions is not None and position_ids is None:
+            raise ValueError("key_positions= (keys out of order) needs explicit position_ids= for the queries.")
         if getattr(self.config, "attention", "bidirectional") == "causal_prefix" and (
             attention_mask is None or attention_mask.dim() == 2
         ):
@@ -264,7 +275,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 attention_mask = torch.ones(ref.shape[0], past + query_length, dtype=torch.long, device=ref.device)
             if position_ids is None:
                 position_ids = position_ids_from_attention_mask(attention_mask, query_length)
-            attention_mask = causal_prefix_mask(attention_mask, query_length, canvas_start)
+            attention_mask = causal_prefix_mask(attention_mask, query_length, canvas_start, key_positions)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = position_ids_from_attention_mask(attention_mask, query_length)
         if attention_mask is not None and attention_mask.dim() == 4 and not attention_mask.is_floating_point():

@@ -17,6 +17,9 @@ from typing import Any
 
 LENGTH_STRATEGIES = ("fixed", "grow", "predict")  # the built-in ones; generation_dlm maps each name to its class
 UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
+# `use_cache` values beside True (= "prefix") and False (no cache): the KV caches of generation_dlm.py.
+CACHE_MODES = ("prefix", "dual")
+CACHE_REFRESHES = ("partial", "full")  # what a block's first forward re-encodes (dLLM-Var / Fast-dLLM)
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,9 @@ class Setting:
     `type` is the type of a value (`int`, `float`, `str` or `bool`; a float setting also takes an int);
     `optional`: None is a value too (it switches the feature off, or means "from the model config");
     `group`: "decoding" (how answers are decoded: the flags of `hf-dlm generate`), "output" (what
-    `diffusion_generate` returns) or "tokens" (special token ids, filled from the model config when None).
+    `diffusion_generate` returns), "tokens" (special token ids, filled from the model config when None) or
+    "calibration" (a record of how other settings were fitted, written by `hf-dlm calibrate`; no flag).
+    `words`: command-line words read as values beyond those of `type` (e.g. "dual" for `use_cache`).
     """
 
     name: str
@@ -36,11 +41,14 @@ class Setting:
     choices: tuple[str, ...] | None = None
     optional: bool = False
     group: str = "decoding"
+    words: tuple[str, ...] = ()
 
     def parse(self, text: str) -> Any:
         """A command-line string as a value of this setting ("none" or "off" is None when `optional`). Raises
         `ValueError` for text that is not of the setting's type; ranges are `validate_generation_settings`'s job."""
         word = text.strip().lower()
+        if word in self.words:
+            return word
         if self.optional and word in ("none", "off"):
             return None
         if self.type is bool:
@@ -54,6 +62,7 @@ class Setting:
             except ValueError:
                 pass
         expected = {bool: "true or false", int: "an integer", float: "a number", str: "a word"}[self.type]
+        expected += "".join(f", {word}" for word in self.words)
         raise ValueError(f"`{self.name}` expects {expected}{' or none' if self.optional else ''}, got {text!r}.")
 
 
@@ -80,7 +89,15 @@ SETTINGS: tuple[Setting, ...] = (
             "reaches this"),
     Setting("length_margin", 8, int, "predict: canvas = predicted length + 1 (the EOS) + this margin, capped by the "
             "budget"),
-    Setting("use_cache", True, bool, "prefix KV cache: the prompt and finished blocks are not recomputed"),
+    Setting("length_coverage", None, float, "predict: the probability that the bound covers the answer which "
+            "predict_threshold and length_margin were calibrated for (hf-dlm calibrate); a record, not a knob",
+            optional=True, group="calibration"),
+    Setting("use_cache", True, bool, "KV cache: true or prefix = the prompt and finished blocks are not "
+            "recomputed; dual = also the canvas after the current block, refreshed at each block start; false = "
+            "none", words=CACHE_MODES),
+    Setting("cache_refresh", "partial", str, "at each block start re-encode the block just finished (partial, "
+            "dLLM-Var) or the whole sequence (full, Fast-dLLM: fresher keys, a full-length forward per block)",
+            choices=CACHE_REFRESHES),
     Setting("output_history", False, bool, "return the canvas after every step in `history` (needs "
             "return_dict_in_generate)", group="output"),
     Setting("return_dict_in_generate", False, bool, "return a DiffusionGenerateOutput instead of the sequences",
@@ -104,6 +121,13 @@ def refuse_unknown_settings(names: Iterable[str]) -> None:
     unknown = sorted(set(names) - set(SETTING_NAMES))
     if unknown:
         raise ValueError(f"Unknown diffusion generation settings: {unknown}. Valid ones: {sorted(SETTING_NAMES)}.")
+
+
+def cache_mode(use_cache) -> str | None:
+    """The KV cache a `use_cache` value asks for: "prefix" (True too), "dual", or None (False: no cache)."""
+    if use_cache is True:
+        return "prefix"
+    return use_cache or None
 
 
 def token_id_list(value) -> list[int]:
@@ -148,10 +172,18 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
     elif name == "length_strategy":
         if not isinstance(value, str) or value not in length_strategies:
             raise ValueError(f"`length_strategy` must be one of {length_strategies}, got {value!r}.")
+    elif name == "cache_refresh":
+        if not isinstance(value, str) or value not in CACHE_REFRESHES:
+            raise ValueError(f"`cache_refresh` must be one of {CACHE_REFRESHES}, got {value!r}.")
     elif name == "unmasking":
         if not isinstance(value, str) or value not in UNMASKING_RULES:
             raise ValueError(f"`unmasking` must be one of {UNMASKING_RULES}, got {value!r}.")
-    elif name in ("defer_repeats", "use_cache", "output_history", "return_dict_in_generate"):
+    elif name == "use_cache":
+        if not (isinstance(value, bool) or value in CACHE_MODES):
+            raise ValueError(
+                f"`use_cache` must be True or False, \"prefix\" (= True) or \"dual\", got {value!r}."
+            )
+    elif name in ("defer_repeats", "output_history", "return_dict_in_generate"):
         if not isinstance(value, bool):
             raise ValueError(f"`{name}` must be True or False, got {value!r}.")
     elif name == "repetition_penalty":
@@ -180,6 +212,9 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
     elif name == "predict_threshold":
         if not (_is_number(value) and 0.0 < value < 1.0):
             raise ValueError(f"`predict_threshold` must be in (0, 1), got {value!r}.")
+    elif name == "length_coverage":
+        if value is not None and not (_is_number(value) and 0.0 < value < 1.0):
+            raise ValueError(f"`length_coverage` must be in (0, 1) or None, got {value!r}.")
     elif name == "length_margin":
         if not _is_int(value) or value < 0:
             raise ValueError(f"`length_margin` must be an integer >= 0, got {value!r}.")

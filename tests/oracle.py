@@ -48,12 +48,18 @@ class OracleBackbone(nn.Module):
                 logits_to_keep=0, cache=None, **kwargs):
         past_key_values = cache if cache is not None else past_key_values  # transformers >= 5.24 names it `cache`
         self.calls += 1
-        seen = input_ids
+        seen, seen_at = input_ids, position_ids
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            seen = torch.cat([past_key_values.layers[0].keys[:, 0, :, 0].long(), input_ids], dim=1)
+            layer = past_key_values.layers[0]
+            seen = torch.cat([layer.keys[:, 0, :, 0].long(), input_ids], dim=1)
+            seen_at = torch.cat([layer.values[:, 0, :, 0].long(), position_ids], dim=1)
         if use_cache:
-            stored = input_ids[:, None, :, None].float()
-            past_key_values.update(stored, stored, 0)
+            # Keys: the tokens; values: their positions. The dual cache stores [prefix | suffix | block], so the
+            # oracle puts what it remembers back in position order (stable: left padding shares position 0 and
+            # comes first) before reading the prompt.
+            past_key_values.update(input_ids[:, None, :, None].float(), position_ids[:, None, :, None].float(), 0)
+        order = seen_at.argsort(dim=1, stable=True)
+        seen, attention_mask = seen.gather(1, order), attention_mask.gather(1, order)
         batch, q = input_ids.shape
         logits = torch.zeros(batch, q, VOCAB)
         for b in range(batch):

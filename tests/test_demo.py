@@ -55,11 +55,13 @@ def test_every_decoding_setting_has_a_flag():
     options.add_decoding_arguments(parser)
     flags = {action.dest for action in parser._actions}
     not_flags = {"output_history", "return_dict_in_generate", "mask_token_id", "pad_token_id", "eos_token_id",
-                 "bos_token_id", "transformers_version"}
+                 "bos_token_id", "transformers_version", "length_coverage"}  # a record hf-dlm calibrate writes
     fields = set(DiffusionGenerationConfig().to_dict_own()) - not_flags
     assert fields <= flags, f"no flag for {sorted(fields - flags)}"
     args = parser.parse_args(["--repetition-penalty", "1.2", "--no-defer-repeats", "--no-cache"])
     assert options.decoding_settings(args) == {"repetition_penalty": 1.2, "defer_repeats": False, "use_cache": False}
+    assert options.decoding_settings(parser.parse_args(["--cache", "dual"])) == {"use_cache": "dual"}
+    assert options.decoding_settings(parser.parse_args(["--cache"])) == {"use_cache": True}
 
 
 def test_prompts_come_from_a_file_and_from_stdin(checkpoint, capsys, monkeypatch, tmp_path):

@@ -36,7 +36,7 @@ def answers_of(out, prompt_width):
 
 
 # ----------------------------------------------------------------------------------------------- the oracle
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_decodes_the_known_answers(strategy, use_cache):
     model = oracle_model(ANSWERS)
@@ -47,7 +47,7 @@ def test_every_strategy_decodes_the_known_answers(strategy, use_cache):
     assert out.finished.all()
 
 
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 @pytest.mark.parametrize("length", [1, 7, 8, 13, 30])
 def test_threshold_commits_a_whole_block_per_forward(length, use_cache):
     """With all mass on the answer, every mask clears the threshold: one forward per block. `grow` and `predict`
@@ -63,7 +63,7 @@ def test_threshold_commits_a_whole_block_per_forward(length, use_cache):
         assert out.lengths.item() == length and out.finished.item()
 
 
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 def test_one_token_per_step_costs_length_plus_one_forwards_for_variable_strategies(use_cache):
     """threshold=None, steps=None: one token per step. Masks commit left to right (ties go leftmost), so a
     variable-length row stops after length + 1 forwards (the EOS); fixed pays for the whole budget."""
@@ -74,7 +74,7 @@ def test_one_token_per_step_costs_length_plus_one_forwards_for_variable_strategi
     assert decode(model, [[4]], length_strategy="fixed", **kwargs).nfe == 32
 
 
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 def test_defer_repeats_delays_a_real_repeat_without_changing_it(use_cache):
     """All mass on 11 11 11 11 11 EOS: threshold decoding commits the block in one forward. defer_repeats keeps
     every 11 whose left neighbour commits 11 in the same step masked: step 1 commits position 0 and the EOS at 5
@@ -232,7 +232,7 @@ class FirstBlockOnly(LengthStrategy):
         return ~(self.decoder.canvas(rows) == self.decoder.mask_id).any(-1)
 
 
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 def test_a_fourth_length_strategy_is_one_class_and_one_registry_entry(monkeypatch, use_cache):
     model = oracle_model(ANSWERS)
     prompts = [[4, 7], [5, 7], [6, 7]]
@@ -249,13 +249,16 @@ def test_a_fourth_length_strategy_is_one_class_and_one_registry_entry(monkeypatc
     assert DiffusionGenerationConfig(length_strategy="first_block").length_strategy == "first_block"
 
 
+@pytest.mark.parametrize("use_cache", [True, "dual"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_oracle_row_alone_equals_row_in_padded_batch(strategy):
+def test_oracle_row_alone_equals_row_in_padded_batch(strategy, use_cache):
     model = oracle_model(ANSWERS)
     prompts = [[4, 7, 8, 9], [5], [6, 7]]
-    together = decode(model, prompts, max_new_tokens=24, block_length=4, length_strategy=strategy, use_cache=True)
+    together = decode(model, prompts, max_new_tokens=24, block_length=4, length_strategy=strategy,
+                      use_cache=use_cache)
     for i, prompt in enumerate(prompts):
-        alone = decode(model, [prompt], max_new_tokens=24, block_length=4, length_strategy=strategy, use_cache=True)
+        alone = decode(model, [prompt], max_new_tokens=24, block_length=4, length_strategy=strategy,
+                       use_cache=use_cache)
         assert answers_of(alone, len(prompt))[0] == answers_of(together, 4)[i]
 
 
@@ -271,7 +274,7 @@ def test_callback_sees_every_step():
 # ----------------------------------------------------------------------------------------------- real tiny models
 @pytest.mark.parametrize("model_type", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("use_cache", [False, True])
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
 @pytest.mark.parametrize("repetition_penalty", [1.0, 1.3])  # per row: no row penalises another's tokens
 def test_row_alone_equals_row_in_left_padded_batch(model_type, strategy, use_cache, repetition_penalty):
     model, tok = make_dlm(model_type, attn_implementation="eager")

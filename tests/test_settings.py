@@ -62,7 +62,7 @@ def test_the_config_takes_its_fields_and_defaults_from_the_table():
 def test_every_setting_has_one_line_of_help_and_a_group():
     for setting in SETTINGS:
         assert setting.help and "\n" not in setting.help, setting.name
-        assert setting.group in ("decoding", "output", "tokens"), setting.name
+        assert setting.group in ("decoding", "output", "tokens", "calibration"), setting.name
     assert BY_NAME["length_strategy"].choices == settings_dlm.LENGTH_STRATEGIES
     assert BY_NAME["unmasking"].choices == settings_dlm.UNMASKING_RULES
     assert {s.name for s in SETTINGS if s.group == "output"} == {"output_history", "return_dict_in_generate"}
@@ -80,6 +80,8 @@ def test_every_default_survives_the_command_line(setting):
     ("threshold", "OFF", None),
     ("temperature", "1", 1.0),
     ("use_cache", "false", False),
+    ("use_cache", "dual", "dual"),
+    ("use_cache", "Prefix", "prefix"),
     ("defer_repeats", "yes", True),
     ("length_strategy", "grow", "grow"),
 ])

@@ -6,6 +6,7 @@
     hf-dlm serve     the web demo: watch the canvas fill in, in a browser (cli/serve.py)
     hf-dlm train     adapt / fine-tune a causal LM with DiffusionTrainer (cli/train.py)
     hf-dlm distill   self-distillation for parallel decoding: teacher answers, then DiffusionTrainer (cli/distill.py)
+    hf-dlm calibrate fit predict's length bound for a target coverage (cli/calibrate.py)
 
 Why so lazy: `import torch, transformers` takes seconds, and a user who typed `--help` or a wrong flag should get
 the answer at once. Every command parses and validates its arguments with the standard library only, then imports
@@ -25,6 +26,7 @@ COMMANDS = {
     "serve": ("a web page on which the canvas of each answer fills in live (Gradio)", "serve"),
     "train": ("adapt or fine-tune a causal LM into a diffusion LM (DiffusionTrainer)", "train"),
     "distill": ("self-distillation: train a diffusion LM to commit its teacher's answers in few forwards", "distill"),
+    "calibrate": ("fit predict's length bound for a target coverage; write it to generation_config.json", "calibrate"),
 }
 
 

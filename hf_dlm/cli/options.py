@@ -45,6 +45,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flags = _FLAG_NAMES.get(setting.name, ("--" + setting.name.replace("_", "-"),))
         kwargs = dict(dest=setting.name, default=argparse.SUPPRESS, help=setting.help)
+        if setting.type is bool and setting.words:
+            # `--cache` (True), `--cache dual`, `--no-cache` (False): a switch that also takes a word.
+            kwargs.update(nargs="?", const=True, type=_argument_type(setting), metavar="|".join(setting.words))
+            group.add_argument(*flags, **kwargs)
+            group.add_argument(*("--no-" + flag[2:] for flag in flags), dest=setting.name, action="store_const",
+                               const=False, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            continue
         if setting.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif setting.choices:
