@@ -590,9 +590,12 @@ class StreamRelay:
         streamer.put(prompt.cpu())  # transformers streamers skip it with skip_prompt=True
 
     def decided(self, answer: list[int]) -> list[int]:
-        """The final prefix of `answer`: up to the first mask, cut after the first EOS."""
-        out = []
-        for token in answer:
+        """The final prefix of `answer`: up to the first mask, cut after the first EOS. It only grows, so the scan
+        starts where the tokens already put end."""
+        out = answer[: self.sent]
+        if out and out[-1] in self.eos_ids:
+            return out
+        for token in answer[self.sent :]:
             if token == self.mask_id:
                 break
             out.append(token)
@@ -739,9 +742,7 @@ class _Decoder:
                 _drop_cache_span(self.cache, keep, block_end)
                 self.suffix = (block_end, window_end)
             else:
-                excess = self.cache.get_seq_length() - keep
-                if excess > 0:
-                    self.cache.crop(-excess)
+                self._crop_cache(keep)
             self.cached = keep
         return self._clean(out.logits)
 
@@ -791,10 +792,14 @@ class _Decoder:
 
     def _drop_suffix(self) -> None:
         """Crop the dual cache back to its prefix (the suffix is last in it)."""
-        excess = self.cache.get_seq_length() - self.cached
+        self._crop_cache(self.cached)
+        self.suffix = (self.cached, self.cached)
+
+    def _crop_cache(self, length: int) -> None:
+        """Keep the first `length` positions of the cache (transformers 5's `crop` takes minus the excess)."""
+        excess = self.cache.get_seq_length() - length
         if excess > 0:
             self.cache.crop(-excess)
-        self.suffix = (self.cached, self.cached)
 
     def _count_forward(self, rows: torch.Tensor) -> None:
         self.nfe += 1
@@ -911,26 +916,32 @@ class _Decoder:
     # ----------------------------------------------------------------- the loop
     def run(self) -> DiffusionGenerateOutput:
         while self.active.numel():
-            block_start = self.prompt_length + self.block * self.block_length
-            window_end = self.prompt_length + int(self.canvas_len[self.active].max())
-            logits = self._forward(block_start, window_end)
-            if self.step == 0:
-                before = self.canvas_len.clone()
-                self.length_strategy.after_first_forward(self.active, logits)
-                # `predict` cut the canvas: the cached prompt was encoded attending to the whole budget of masks,
-                # a canvas no later forward sees. Re-encode it with the next forward (no extra NFE; that forward
-                # spans prompt + bound once). Measured: without this, cached `predict` agreed with uncached decoding
-                # on 8 of 16 toy prompts, with it on (see docs/decoding.md).
-                self.stale = self.cache is not None and not torch.equal(before, self.canvas_len)
-            self._commit(logits, block_start)
-            self.step += 1
-            self.step_in_block += 1
-            self._update_rows()
-            if self.active.numel() and self._block_done():
-                self.block += 1
-                self.step_in_block = 0
+            self.advance()
             self._report()
         return self._output()
+
+    def advance(self) -> torch.Tensor:
+        """One denoising step of the active rows: a forward, the strategy's first-step hook, commits, per-row
+        stopping and growth, the block index. Returns the step's logits."""
+        block_start = self.prompt_length + self.block * self.block_length
+        window_end = self.prompt_length + int(self.canvas_len[self.active].max())
+        logits = self._forward(block_start, window_end)
+        if self.step == 0:
+            before = self.canvas_len.clone()
+            self.length_strategy.after_first_forward(self.active, logits)
+            # `predict` cut the canvas: the cached prompt was encoded attending to the whole budget of masks,
+            # a canvas no later forward sees. Re-encode it with the next forward (no extra NFE; that forward
+            # spans prompt + bound once). Measured: without this, cached `predict` agreed with uncached decoding
+            # on 8 of 16 toy prompts, with it on 14 (see docs/decoding.md).
+            self.stale = self.cache is not None and not torch.equal(before, self.canvas_len)
+        self._commit(logits, block_start)
+        self.step += 1
+        self.step_in_block += 1
+        self._update_rows()
+        if self.active.numel() and self._block_done():
+            self.block += 1
+            self.step_in_block = 0
+        return logits
 
     def _report(self) -> None:
         if not (self.config.output_history or self.callback):

@@ -53,21 +53,10 @@ def uncached_logits(model, dec, call):
 
 def step(dec, commit=True):
     """One iteration of `_Decoder.run` (commit=False: the forward alone, nothing changes but the cache)."""
+    if commit:
+        return dec.advance()
     block_start = dec.prompt_length + dec.block * dec.block_length
-    window_end = dec.prompt_length + int(dec.canvas_len[dec.active].max())
-    logits = dec._forward(block_start, window_end)
-    if not commit:
-        return logits
-    if dec.step == 0:
-        dec.length_strategy.after_first_forward(dec.active, logits)
-    dec._commit(logits, block_start)
-    dec.step += 1
-    dec.step_in_block += 1
-    dec._update_rows()
-    if dec.active.numel() and dec._block_done():
-        dec.block += 1
-        dec.step_in_block = 0
-    return logits
+    return dec._forward(block_start, dec.prompt_length + int(dec.canvas_len[dec.active].max()))
 
 
 def close(a, b):

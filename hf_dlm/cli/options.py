@@ -81,7 +81,9 @@ def saved_generation_settings(model: str | None) -> dict:
     """The decoding defaults a model will bring (its generation_config.json), read as JSON without loading it:
     the embedded default's adapter, or a local checkpoint. A Hub id is not fetched here: {}."""
     if model is None:
-        directory = Path(__file__).resolve().parents[1] / "default" / "assets" / "default_adapter"
+        from ..default import DEFAULT_ADAPTER
+
+        directory = DEFAULT_ADAPTER
     else:
         directory = Path(model).expanduser()
     path = directory / "generation_config.json"

@@ -16,9 +16,12 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported inside the functions: the CLI reads DEFAULT_ADAPTER before it may import anything heavy.
 DEFAULT_ADAPTER = Path(__file__).parent / "assets" / "default_adapter"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct + hf_dlm diffusion adapter"
 
@@ -26,6 +29,8 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct + hf_dlm diffusion adapter"
 def preferred_dtype() -> torch.dtype:
     """bfloat16 where the CPU multiplies it natively (AVX512-BF16 / AMX: ~3x faster than float32 for SmolLM2
     here), else float32 (emulated bfloat16 is slower than float32)."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     try:
@@ -54,6 +59,7 @@ def load_default(
         status: `status(message)` returns a context manager wrapped around each loading stage (the CLI shows a
             spinner); the GGUF de-quantization shows transformers' own progress bar.
     """
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
