@@ -84,6 +84,15 @@ def _eos_ids(model) -> list[int]:
     return token_id_list(model.config.eos_token_id if eos is None else eos)
 
 
+def autoregressive_ids(model, tokenizer) -> tuple[list[int], int]:
+    """(EOS ids, pad id) for `generate` of a causal LM with the diffusion tokenizer: that tokenizer's dedicated pad
+    is new to the AR model, so its first EOS pads instead (padding is masked out: any known id works)."""
+    eos_ids, pad_id = _eos_ids(model), tokenizer.pad_token_id
+    if pad_id is None or pad_id >= model.get_input_embeddings().num_embeddings:
+        pad_id = eos_ids[0]
+    return eos_ids, pad_id
+
+
 def _batches(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -94,10 +103,7 @@ def answer_autoregressive(model, tokenizer, prompts: Sequence[str], *, max_new_t
                           batch_size: int = 1, chat_template: bool | None = None, **generate_kwargs) -> list[Answer]:
     """Answers of a causal LM with `model.generate` (greedy unless `do_sample=True` is passed). NFE = forwards =
     generated tokens of the longest row in the batch (one per token, the AR cost model)."""
-    eos_ids, pad_id = _eos_ids(model), tokenizer.pad_token_id
-    if pad_id is None or pad_id >= model.get_input_embeddings().num_embeddings:
-        # The diffusion tokenizer's dedicated pad is new to the AR model; padding is masked out, any known id works.
-        pad_id = eos_ids[0]
+    eos_ids, pad_id = autoregressive_ids(model, tokenizer)
     generate_kwargs.setdefault("do_sample", False)
     answers = []
     for batch in _batches(list(prompts), batch_size):
@@ -237,6 +243,7 @@ def summarize(answers: Sequence[Answer]) -> dict:
 __all__ = [
     "Answer",
     "answer_autoregressive",
+    "autoregressive_ids",
     "answer_diffusion",
     "chat_inputs",
     "distinct_n",

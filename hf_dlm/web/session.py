@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings_dlm import token_id_list, validate_generation_settings
+from ..settings_dlm import validate_generation_settings
 from .canvas import (
     CanvasRenderer,
     Snapshot,
@@ -288,7 +288,7 @@ def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int,
     generated tokens); stops after the current token when `stop` is set."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    from ..evaluation import Answer, chat_inputs, split_answer
+    from ..evaluation import Answer, autoregressive_ids, chat_inputs, split_answer
 
     class RaiseWhenStopped(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
@@ -296,11 +296,7 @@ def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int,
                 raise DecodingStopped
             return False
 
-    eos = ar_model.generation_config.eos_token_id
-    eos_ids = token_id_list(ar_model.config.eos_token_id if eos is None else eos)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None or pad_id >= ar_model.get_input_embeddings().num_embeddings:
-        pad_id = eos_ids[0]  # the diffusion tokenizer's dedicated pad is new to the AR model; one prompt, no padding
+    eos_ids, pad_id = autoregressive_ids(ar_model, tokenizer)
 
     def work(callback):
         with TOKENIZER_LOCK:
