@@ -38,7 +38,7 @@ def fresh_gpt2(preset: Preset, vocab_size: int, tokenizer) -> torch.nn.Module:
 def task_dataset(preset: Preset, split: str, n: int | None = None) -> Dataset:
     """Prompt/completion examples of `split` as a `datasets.Dataset` (the `task` column kept for reports)."""
     n = n if n is not None else (preset.n_train if split == "train" else preset.n_test)
-    return Dataset.from_list(make_split(split, n, seed=preset.seed))
+    return Dataset.from_list(make_split(split, n, seed=preset.seed, tasks=list(preset.tasks)))
 
 
 def train_rows(preset: Preset, tokenizer) -> Dataset:

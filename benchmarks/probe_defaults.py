@@ -24,15 +24,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def decode_strategies(model, tokenizer, records, budget: int, block: int, threshold: float, batch_size: int = 32):
     """Exact match (all and per task), mean NFE and predict's bound coverage for each length strategy."""
     from hf_dlm.evaluation import answer_diffusion
@@ -78,11 +69,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", nargs="+", help="a subset of benchmarks/tasks.py's tasks (default: all)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--save", action="store_true", help="keep the adapted model in <work>/model")
     args = parser.parse_args(argv)
 
     import datasets
     import torch
     import transformers
+    from run import _typed
     from tasks import make_split
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -93,7 +86,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     changed = dict(item.split("=", 1) for item in args.arg)
-    changed = {k: _value(v) for k, v in changed.items()}
+    changed = {k: _typed(v) for k, v in changed.items()}
     training = DiffusionTrainingArguments(
         output_dir=str(args.work / "run"), max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=args.lr, max_length=args.max_length, use_cpu=True, report_to=[], save_strategy="no",
@@ -106,6 +99,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
+    if args.save:
+        model.save_pretrained(args.work / "model")
     model.eval()
     records = make_split("test", args.n_test, seed=0, tasks=args.tasks)
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Stage 6: Markdown tables from the results JSON (benchmarks/results/<preset>.md).
 
-For the full and reduced presets the tables also replace the block between `<!-- results:start -->` and `<!-- results:end -->`
+For the full preset the tables also replace the block between `<!-- results:start -->` and `<!-- results:end -->`
 in docs/benchmarks.md, and the headline between `<!-- headline:start -->` and `<!-- headline:end -->` in README.md,
 so the published numbers are always the last run's.
 """
@@ -17,7 +17,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
-PUBLISHED = ("full", "reduced")  # presets whose report replaces the docs' tables (the last such run wins)
+PUBLISHED = ("full",)  # presets whose report replaces the docs' tables and the README's headline
 
 
 def _pct(v) -> str:

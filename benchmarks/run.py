@@ -25,6 +25,16 @@ sys.path.insert(0, str(HERE))  # the stage modules are siblings of this script
 STAGES = ("ar", "adapt", "scratch", "measure", "plots", "report")
 
 
+def _typed(text: str):
+    """'0.5' -> 0.5, '3' -> 3, 'true' -> True, 'none' -> None, anything else stays a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
 def parse_overrides(items: list[str]) -> dict:
     """`["diffusion_steps=7500", "ar_lr=3e-3"]` -> typed values, by the type of the preset field's default."""
     from dataclasses import fields
@@ -39,7 +49,14 @@ def parse_overrides(items: list[str]) -> dict:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
         kind = types[key]
         try:
-            if kind is tuple:
+            if key == "tasks":
+                overrides[key] = tuple(value.split(","))
+            elif key == "diffusion_args":  # diffusion_args=block_rows=0.5,eos_always_masked=true
+                pairs = [pair.split("=", 1) for pair in value.split(",") if pair]
+                if any(len(pair) != 2 for pair in pairs):
+                    raise ValueError(value)
+                overrides[key] = tuple((name, _typed(text)) for name, text in pairs)
+            elif kind is tuple:
                 overrides[key] = tuple(int(v) if v.lstrip("-").isdigit() else float(v) for v in value.split(","))
             else:
                 overrides[key] = kind(value)
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset, **overrides, **({"extra": {"overrides": args.set}} if overrides else {}))
     work = args.work or HERE / "checkpoints" / preset.name
     results = args.results or (work / "results.json" if overrides else HERE / "results" / f"{preset.name}.json")
-    img = args.img or (HERE.parent / "docs" / "img" if preset.name in ("full", "reduced") and not overrides
+    img = args.img or (HERE.parent / "docs" / "img" if preset.name == "full" and not overrides
                        else work / "img")
     work.mkdir(parents=True, exist_ok=True)
 

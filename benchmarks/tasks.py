@@ -75,6 +75,37 @@ def _rle(rng: random.Random, length: int) -> tuple[str, str]:
     return prompt, _words(c for n, c in runs for _ in range(n))
 
 
+def _copy(rng: random.Random, length: int) -> tuple[str, str]:
+    letters = [rng.choice(LETTERS) for _ in range(length)]
+    return f"copy {_words(letters)} =", _words(letters)
+
+
+def _repeat(rng: random.Random, length: int) -> tuple[str, str]:
+    """A pattern of 1-3 different letters, repeated (and cut) to exactly `length` letters; the prompt says how many."""
+    pattern = rng.sample(LETTERS, rng.randint(1, 3))
+    return f"rep {length} {_words(pattern)} =", _words(pattern[i % len(pattern)] for i in range(length))
+
+
+def _countdown(rng: random.Random, length: int) -> tuple[str, str]:
+    """`length` consecutive numbers within 0-99, counting down."""
+    start = rng.randint(length - 1, 99)
+    numbers = NUMBERS[start - length + 1 : start + 1][::-1]
+    return f"down {numbers[0]} {numbers[-1]} =", _words(numbers)
+
+
+def _sort_letters(rng: random.Random, length: int) -> tuple[str, str]:
+    letters = [rng.choice(LETTERS) for _ in range(length)]
+    return f"sortl {_words(letters)} =", _words(sorted(letters))
+
+
+def _step(rng: random.Random, length: int) -> tuple[str, str]:
+    """`length` numbers within 0-99 counting up by a step of 2-5 (the longest step that fits)."""
+    step = rng.randint(2, min(5, 99 // max(length - 1, 1)))  # >= 2 for every length up to MAX_ANSWER = 48
+    start = rng.randint(0, 99 - step * (length - 1))
+    numbers = [NUMBERS[start + step * i] for i in range(length)]
+    return f"step {step} {numbers[0]} {numbers[-1]} =", _words(numbers)
+
+
 def _range(rng: random.Random, length: int) -> tuple[str, str]:
     """`length` consecutive numbers within 0-99."""
     start = rng.randint(0, 100 - length)
@@ -87,8 +118,15 @@ TASKS: dict[str, Task] = {
     "reverse": Task("reverse", MAX_ANSWER, _reverse),
     "rle": Task("rle", MAX_ANSWER, _rle),
     "range": Task("range", MAX_ANSWER, _range),
+    "copy": Task("copy", MAX_ANSWER, _copy),
+    "repeat": Task("repeat", MAX_ANSWER, _repeat),
+    "countdown": Task("countdown", MAX_ANSWER, _countdown),
+    "sortl": Task("sortl", MAX_ANSWER, _sort_letters),
+    "step": Task("step", MAX_ANSWER, _step),
 }
-VOCABULARY = ["sort", "rev", "rle", "range", "=", *LETTERS, *NUMBERS]  # every word a task can write
+# The benchmark's tasks (a preset may choose others from TASKS: benchmarks/probe_ar.py --set tasks=...).
+SUITE = ("sort", "range", "countdown", "step")
+VOCABULARY = ["sort", "rev", "rle", "range", "copy", "rep", "down", "sortl", "step", "=", *LETTERS, *NUMBERS]  # every word a task writes
 
 
 def sample_length(rng: random.Random, max_answer: int) -> int:
@@ -106,7 +144,7 @@ def make_split(split: str, n: int, seed: int = 0, tasks: list[str] | None = None
     """`n` examples of `split` ("train" or "test"), cycling over `tasks`. Train and test never share a prompt."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    names = list(tasks or TASKS)
+    names = list(tasks or SUITE)
     unknown = set(names) - set(TASKS)
     if unknown:
         raise ValueError(f"Unknown tasks {sorted(unknown)}; choose from {sorted(TASKS)}.")
@@ -147,5 +185,5 @@ def word_tokenizer():
     return tokenizer
 
 
-__all__ = ["LENGTH_SKEW", "MAX_ANSWER", "TASKS", "TEST_FRACTION", "VOCABULARY", "Task", "in_test_split", "is_correct",
+__all__ = ["LENGTH_SKEW", "MAX_ANSWER", "SUITE", "TASKS", "TEST_FRACTION", "VOCABULARY", "Task", "in_test_split", "is_correct",
            "make_split", "sample_length", "word_tokenizer"]

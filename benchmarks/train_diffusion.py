@@ -36,6 +36,7 @@ def diffusion_arguments(preset: Preset, output_dir: Path) -> DiffusionTrainingAr
         # DiffuGPT anneals causal -> bidirectional attention over its first 10k steps; a tenth of this short run
         # eases the AR weights in the same way. The scratch control gets the same schedule (only the init differs).
         anneal_steps=max(preset.diffusion_steps // 10, 0),
+        **dict(preset.diffusion_args),
     )
 
 

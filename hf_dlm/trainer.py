@@ -53,7 +53,7 @@ from .noise import (
     maskable_positions,
     seeded_generator,
 )
-from .training_args import DiffusionTrainingArguments
+from .training_args import DEFAULT_BLOCK_ROWS, DiffusionTrainingArguments
 from .two_stream import cut_after_eos_block, two_stream_rows
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class DiffusionTrainer(Trainer):
                 "DiffusionLM.from_causal_lm(model, tokenizer)."
             )
         self.causal_prefix = getattr(config, "attention", "bidirectional") == "causal_prefix"
-        if self.causal_prefix and (args.block_rows > 0 or args.anneal_steps > 1):
+        if self.causal_prefix and ((args.block_rows or 0) > 0 or args.anneal_steps > 1):
             raise ValueError(
                 "This model has attention='causal_prefix': it trains on two-stream rows (every block of the answer, "
                 "its context causal) and keeps the causal LM's attention in its context, so block_rows and "
@@ -178,7 +178,12 @@ class DiffusionTrainer(Trainer):
             reference = next(iter(reference.values()))
         if reference is not None and self.dataset_format is None:
             self.dataset_format = infer_format(reference, args.dataset_text_field)
-        eos_fill = args.eos_fill if args.eos_fill is not None else self.dataset_format in ("prompt_completion", "messages")
+        answers = self.dataset_format in ("prompt_completion", "messages")
+        eos_fill = args.eos_fill if args.eos_fill is not None else answers
+        # Semi-AR block rows by default where there are answers to grow block by block (docs/benchmarks.md,
+        # "Training defaults": on a bidirectional model they lift fixed, grow and predict alike).
+        self.block_rows = args.block_rows if args.block_rows is not None else (
+            DEFAULT_BLOCK_ROWS if answers and not self.causal_prefix else 0.0)
         prepare = dict(
             dataset_format=args.dataset_format,
             text_field=args.dataset_text_field,
@@ -251,7 +256,7 @@ class DiffusionTrainer(Trainer):
             return batch_samples, None
         if self._random_fill:
             batch_samples = [self._random_fill_lengths(b) for b in batch_samples]
-        if self.args.block_rows > 0:
+        if self.block_rows > 0:
             batch_samples = [self._block_rows(b) for b in batch_samples]
         if self.causal_prefix:
             batch_samples = [self._cut_after_eos_block(b) for b in batch_samples]
@@ -281,9 +286,9 @@ class DiffusionTrainer(Trainer):
                                    self._row_generators(batch, b"random_fill"))
 
     def _block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Semi-AR block rows (`args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
+        """Semi-AR block rows (`self.block_rows`, from `args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
         so accumulation, DDP and resume make the same choice."""
-        return block_rows(batch, self.args.block_length, self.args.block_rows, self.noise.eos_token_ids,
+        return block_rows(batch, self.args.block_length, self.block_rows, self.noise.eos_token_ids,
                           self._pad_token_id, self._row_generators(batch, b"block_rows"))
 
     def _cut_after_eos_block(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ from transformers import TrainingArguments
 from .data import DATASET_FORMATS, PADDING_STRATEGIES
 from .noise import ELBO_T_MIN
 
+# block_rows=None resolves to this share for bidirectional models trained on answers (prompt/completion, messages).
+DEFAULT_BLOCK_ROWS = 0.5
 
 @dataclass
 class DiffusionTrainingArguments(TrainingArguments):
@@ -89,12 +91,14 @@ class DiffusionTrainingArguments(TrainingArguments):
             "Lowers the loss variance; False draws each t independently."
         },
     )
-    block_rows: float = field(
-        default=0.0,
+    block_rows: float | None = field(
+        default=None,
         metadata={
             "help": "Share of training rows shown as semi-autoregressive *block rows* (hf_dlm.data.block_rows): the "
             "answer's blocks before a random block k clean, block k noised, nothing after it: the view of "
-            "length_strategy='grow' and of every later block. 0 trains on whole canvases only (LLaDA / DiffuLLaMA)."
+            "length_strategy='grow' and of every later block. 0 trains on whole canvases only (LLaDA / DiffuLLaMA). "
+            "None (default): 0.5 for bidirectional models on prompt/completion or messages data (measured better for "
+            "all three length strategies, docs/benchmarks.md), 0 for text data and attention='causal_prefix' models."
         },
     )
     block_length: int = field(
@@ -180,7 +184,7 @@ class DiffusionTrainingArguments(TrainingArguments):
             )
         if self.anneal_steps < 0:
             raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
-        if not 0.0 <= self.block_rows <= 1.0:
+        if self.block_rows is not None and not 0.0 <= self.block_rows <= 1.0:
             raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
         if not 0.0 <= self.confidence_loss_weight < float("inf"):
             raise ValueError(

@@ -45,8 +45,11 @@ def test_preset_overrides_are_typed_and_checked(monkeypatch):
 
     assert parse_overrides(["diffusion_steps=7500", "ar_lr=3e-3", "thresholds=0.9,0.5", "budgets=64,128"]) == {
         "diffusion_steps": 7500, "ar_lr": 0.003, "thresholds": (0.9, 0.5), "budgets": (64, 128)}
+    assert parse_overrides(["tasks=sort,copy", "diffusion_args=block_rows=0,eos_always_masked=true,t_min=0.1"]) == {
+        "tasks": ("sort", "copy"),
+        "diffusion_args": (("block_rows", 0), ("eos_always_masked", True), ("t_min", 0.1))}
     for bad, says in ((["bogus=1"], "FIELD=VALUE"), (["diffusion_steps"], "FIELD=VALUE"), (["extra=1"], "FIELD=VALUE"),
-                      (["ar_steps=many"], "not a valid int")):
+                      (["ar_steps=many"], "not a valid int"), (["diffusion_args=block_rows"], "diffusion_args")):
         try:
             parse_overrides(bad)
         except SystemExit as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the benchmark's modules are scripts
-from tasks import TASKS, in_test_split, is_correct, make_split, word_tokenizer  # noqa: E402
+from tasks import SUITE, TASKS, VOCABULARY, in_test_split, is_correct, make_split, word_tokenizer  # noqa: E402
 
 
 def test_splits_are_disjoint_seeded_and_cover_every_task():
@@ -17,7 +17,7 @@ def test_splits_are_disjoint_seeded_and_cover_every_task():
     assert all(not in_test_split(e["prompt"]) for e in train) and all(in_test_split(e["prompt"]) for e in test)
     assert make_split("test", 50, seed=0) == test[:50]  # same seed, same examples
     assert make_split("test", 50, seed=1) != test[:50]
-    assert {e["task"] for e in train} == set(TASKS) and len(TASKS) >= 4
+    assert {e["task"] for e in train} == set(SUITE) and len(SUITE) >= 4 and set(SUITE) <= set(TASKS)
 
 
 def test_answers_range_from_one_to_at_least_48_tokens_with_a_wide_spread():
@@ -31,12 +31,13 @@ def test_answers_range_from_one_to_at_least_48_tokens_with_a_wide_spread():
 
 def test_the_word_tokenizer_gives_one_token_per_word_and_round_trips_every_example():
     tokenizer = word_tokenizer()
-    for example in make_split("train", 400, seed=2):
+    for example in make_split("train", 700, seed=2, tasks=list(TASKS)):  # every task, the suite's and the probes'
         for text in (example["prompt"], example["completion"]):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             assert len(ids) == len(text.split()) and tokenizer.unk_token_id not in ids
             assert tokenizer.decode(ids) == text
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert len(set(VOCABULARY)) == len(VOCABULARY)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

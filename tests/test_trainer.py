@@ -127,13 +127,39 @@ def test_by_default_prompt_completion_rows_are_eos_filled_to_random_lengths_up_t
     (`fixed`, `predict`'s first step, up to max_length) and rows ending soon after their answer (`grow`)."""
     model, tok = make_dlm()
     seen = record_forward_inputs(model)
-    args = training_args(tmp_path, max_steps=12, max_length=24, t_min=0.999, per_device_train_batch_size=8)
-    assert args.padding == "random" and args.block_rows == 0.0
+    # block_rows=0: the canvas view alone (block rows, on by default, cut rows after their block: tested below).
+    args = training_args(tmp_path, max_steps=12, max_length=24, t_min=0.999, per_device_train_batch_size=8,
+                         block_rows=0.0)
+    assert args.padding == "random"
     DiffusionTrainer(model=model, args=args, train_dataset=sort_task(96), processing_class=tok).train()
     lengths = [int(n) for call in seen for n in call["attention_mask"].sum(-1)]
     assert max(lengths) == 24 and min(lengths) <= 14  # whole rows and rows cut right after a short answer
     assert len(set(lengths)) >= 8  # the lengths in between too
     assert all(call["input_ids"].shape[1] <= 24 for call in seen)
+
+
+def test_block_rows_default_to_half_for_answers_on_bidirectional_models_and_off_elsewhere(tmp_path):
+    """block_rows=None: semi-AR block rows (grow's view) for prompt/completion data on a bidirectional model; none for
+    text (no answer to grow) and for causal_prefix models (their two-stream rows hold every block already)."""
+    model, tok = make_dlm()
+    assert DiffusionTrainingArguments(output_dir=str(tmp_path)).block_rows is None
+
+    def resolved(model, dataset, **kwargs):
+        return DiffusionTrainer(model=model, args=training_args(tmp_path, **kwargs), train_dataset=dataset,
+                                processing_class=tok).block_rows
+
+    assert resolved(model, sort_task(8)) == 0.5
+    assert resolved(model, as_text(sort_task(8))) == 0.0
+    assert resolved(model, sort_task(8), block_rows=0.0) == 0.0 and resolved(model, sort_task(8), block_rows=0.2) == 0.2
+    assert resolved(make_dlm(attention="causal_prefix")[0], sort_task(8)) == 0.0
+    # and the default really shows block rows: some rows end in the middle of an answer (no EOS after their block)
+    seen = record_forward_inputs(model)
+    DiffusionTrainer(model=model, args=training_args(tmp_path, max_steps=6, max_length=24, t_min=0.999,
+                                                     per_device_train_batch_size=8, block_length=2),
+                     train_dataset=sort_task(48), processing_class=tok).train()
+    eos = tok.eos_token_id
+    rows = [ids[: int(n)] for call in seen for ids, n in zip(call["input_ids"], call["attention_mask"].sum(-1))]
+    assert any(not (row == eos).any() for row in rows)
 
 
 def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path):
