@@ -286,8 +286,8 @@ class DiffusionTrainer(Trainer):
                                    self._row_generators(batch, b"random_fill"))
 
     def _block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Semi-AR block rows (`self.block_rows`, from `args.block_rows`); each row's choice is seeded like its noise (seed, step, tokens),
-        so accumulation, DDP and resume make the same choice."""
+        """Semi-AR block rows (`self.block_rows`: `args.block_rows`, or its default); each row's choice is seeded like
+        its noise (seed, step, tokens), so accumulation, DDP and resume make the same choice."""
         return block_rows(batch, self.args.block_length, self.block_rows, self.noise.eos_token_ids,
                           self._pad_token_id, self._row_generators(batch, b"block_rows"))
 

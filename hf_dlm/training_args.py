@@ -17,6 +17,7 @@ from .noise import ELBO_T_MIN
 # block_rows=None resolves to this share for bidirectional models trained on answers (prompt/completion, messages).
 DEFAULT_BLOCK_ROWS = 0.5
 
+
 @dataclass
 class DiffusionTrainingArguments(TrainingArguments):
     r"""
