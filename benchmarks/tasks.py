@@ -99,7 +99,7 @@ def _sort_letters(rng: random.Random, length: int) -> tuple[str, str]:
 
 
 def _step(rng: random.Random, length: int) -> tuple[str, str]:
-    """`length` numbers within 0-99 counting up by a step of 2-5 (the longest step that fits)."""
+    """`length` numbers within 0-99 counting up by a step drawn from 2-5 (at most the longest step that fits)."""
     step = rng.randint(2, min(5, 99 // max(length - 1, 1)))  # >= 2 for every length up to MAX_ANSWER = 48
     start = rng.randint(0, 99 - step * (length - 1))
     numbers = [NUMBERS[start + step * i] for i in range(length)]

@@ -136,7 +136,6 @@ def train(args) -> None:
     from hf_dlm.generation_dlm import DiffusionGenerationConfig
 
     torch.manual_seed(args.seed)
-    peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear")
     if args.init_adapter:
         # Continue training an existing adapter (e.g. the shipped one with a new objective such as the confidence
         # term): its LoRA weights and mask-token row are loaded trainable; its own config (rank, modules) applies.
@@ -148,9 +147,11 @@ def train(args) -> None:
                              f"--attention {config.get('attention')}.")
         model = PeftModel.from_pretrained(load_smollm2_diffusion(attention=args.attention), str(args.init_adapter),
                                           is_trainable=True)
-        peft_config = None
+        peft_config = None  # the loaded adapter is already on the model
     else:
         model = load_smollm2_diffusion(attention=args.attention)
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear")
     dataset = load_dataset("json", data_files=str(work / "train.jsonl"), split="train")
     if args.max_examples:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
