@@ -9,10 +9,13 @@ One run, one process, every ratio measured inside it (2 shared CPU cores: absolu
    (b) `confidence`: (a) + the confidence term (`confidence_loss_weight`, LLaDA 2.0's CAP);
    (c) `distill`: the AR base's own greedy answers to the same training prompts as targets
        (`hf_dlm.distill.build_distillation_dataset`, d3LLM's pseudo-trajectories from the AR teacher), every row a
-       block row, the confidence term on (dParallel's certainty-forcing recipe, `DISTILLATION_ARGUMENTS`).
-3. Held-out prompts decoded at batch 1 with `length_strategy="grow"` at thresholds 0.9 and 0.7 (and by the AR base
-   with `generate`), the settings interleaved prompt by prompt: exact match, tokens per forward, NFE, wall time and
-   its ratio to AR `generate`.
+       block row, the confidence term on (dParallel's certainty-forcing recipe, `DISTILLATION_ARGUMENTS`);
+   (d) `self_distill` (not in the default set; needs `baseline`): the same with run (a)'s own answers as targets,
+       decoded slowly (`grow`, one token per step: its best), as dParallel distils a model from its own trajectories.
+3. Held-out prompts decoded at batch 1 with `length_strategy="grow"` at thresholds 0.9 and 0.7, by draft and verify
+   (`hf_dlm.speculative`: the model drafts 8 tokens, the AR base keeps its own greedy answer; forwards = drafter's +
+   verifier's) and by the AR base with `generate`, the settings interleaved prompt by prompt: exact match, tokens
+   per forward, NFE, wall time and its ratio to AR `generate`.
 
     python benchmarks/parallel_decoding.py                  # ~20 minutes on 2 shared cores
     python benchmarks/parallel_decoding.py --preset smoke   # seconds: proves the pipeline, numbers mean nothing
@@ -38,7 +41,7 @@ from datasets import Dataset
 from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
 from hf_dlm.adapt import DEFAULT_PAD_TOKEN
 from hf_dlm.distill import DISTILLATION_ARGUMENTS, build_distillation_dataset
-from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, summarize
+from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, answer_speculative, summarize
 from hf_dlm.testing import char_tokenizer, tiny_causal_lm
 
 
@@ -62,6 +65,7 @@ class Preset:
     confidence_loss_weight: float = 1.0
     strong_confidence_loss_weight: float = 3.0  # run `confidence_strong` (not in the default set of runs)
     thresholds: tuple[float, ...] = (0.9, 0.7)
+    draft_lengths: tuple[int, ...] = (8,)  # draft and verify: each model drafts, the AR base verifies
     max_new_tokens: int = 24
     seed: int = 0
     keep_unfinished: bool = False  # the smoke preset's untrained AR base never ends an answer
@@ -72,7 +76,7 @@ PRESETS = {
     "smoke": Preset(n_train=64, n_test=6, hidden=32, layers=1, heads=2, ar_steps=3, diffusion_steps=2,
                     rows_per_step=8, thresholds=(0.9,), keep_unfinished=True),
 }
-RUNS = ("baseline", "confidence", "distill", "confidence_strong")
+RUNS = ("baseline", "confidence", "distill", "confidence_strong", "self_distill")
 DEFAULT_RUNS = RUNS[:3]
 
 
@@ -180,12 +184,18 @@ def measure(models: dict, ar_model, tok, test, preset: Preset) -> list[dict]:
          dict(length_strategy="grow", threshold=threshold, block_length=preset.block_length,
               max_new_tokens=preset.max_new_tokens))
         for name, model in models.items() for threshold in preset.thresholds
+    ] + [
+        (name, f"draft {k} + AR verify", model, {"draft_length": k, "speculative": True})
+        for name, model in models.items() for k in preset.draft_lengths
     ]
 
     def answer(model, decoding, batch):
         if model is None:
             return answer_autoregressive(ar_model, tok, batch, max_new_tokens=preset.max_new_tokens,
                                          chat_template=False)
+        if decoding.get("speculative"):
+            return answer_speculative(model, ar_model, model.tokenizer, batch, chat_template=False,
+                                      max_new_tokens=preset.max_new_tokens, draft_length=decoding["draft_length"])
         return answer_diffusion(model, model.tokenizer, batch, chat_template=False, **decoding)
 
     for _, _, model, decoding in settings:  # warm-up: no timed call pays a one-off cost
@@ -221,12 +231,18 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier on a shared machine)")
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(DEFAULT_RUNS))
     parser.add_argument("--name", default=None, help="file stem of the results (default: parallel_decoding[_PRESET])")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="override preset fields")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override preset fields (tuples: comma-separated, e.g. draft_lengths=4,8)")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     for item in args.set:
         name, value = item.split("=", 1)
-        preset = replace(preset, **{name: type(getattr(preset, name))(value)})
+        current = getattr(preset, name)
+        if isinstance(current, tuple):
+            kind = type(current[0]) if current else str
+            preset = replace(preset, **{name: tuple(kind(v) for v in value.split(",") if v)})
+        else:
+            preset = replace(preset, **{name: type(current)(value)})
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     work = Path("runs") / "parallel_decoding"
@@ -247,15 +263,22 @@ def main(argv=None) -> int:
             data = ground_truth
             weight = preset.confidence_loss_weight if run == "confidence" else preset.strong_confidence_loss_weight
             objective = {"block_rows": preset.baseline_block_rows, "confidence_loss_weight": weight}
-        else:
+        else:  # distillation: a teacher's answers to the training prompts are the targets
+            if run == "distill":
+                teacher, settings = ar_model, {"teacher": "base", "max_new_tokens": preset.max_digits + 4}
+            elif "baseline" in models:  # self_distill: the baseline diffusion model, one token per step
+                teacher, settings = models["baseline"], {
+                    "teacher": "diffusion", "max_new_tokens": preset.max_new_tokens, "length_strategy": "grow",
+                    "threshold": None, "block_length": preset.block_length}
+            else:
+                parser.error("--runs self_distill needs baseline before it: its teacher is the baseline model")
             clock = time.perf_counter()
-            data = build_distillation_dataset(ar_model, tok, [p for p, _ in train], teacher="base",
-                                              max_new_tokens=preset.max_digits + 4, batch_size=256,
-                                              keep_unfinished=preset.keep_unfinished)
+            data = build_distillation_dataset(teacher, tok, [p for p, _ in train], batch_size=256,
+                                              chat_template=False, keep_unfinished=preset.keep_unfinished, **settings)
             truth = dict(train)
             agree = sum(c == truth[p] for p, c in zip(data["prompt"], data["completion"])) / len(train)
-            costs["distill: teacher answers"] = {"minutes": (time.perf_counter() - clock) / 60,
-                                                 "answers": len(data), "ground_truth_agreement": agree}
+            costs[f"{run}: teacher answers"] = {"minutes": (time.perf_counter() - clock) / 60,
+                                                "answers": len(data), "ground_truth_agreement": agree}
             objective = dict(DISTILLATION_ARGUMENTS) | {"confidence_loss_weight": preset.confidence_loss_weight}
         models[run], costs[run] = train_diffusion(preset, ar_model, tok, data, work / run, **objective)
         print(f"{run} trained: {costs[run]}", file=sys.stderr, flush=True)

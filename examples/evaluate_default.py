@@ -11,7 +11,9 @@ that both see the same machine load: SmolLM2-135M-Instruct's greedy `generate` (
 model's `diffusion_generate` with each length strategy (greedy, threshold and block length from the adapter's
 generation_config.json unless given). A strategy may carry its own settings, `name:key=value,...` (any
 `diffusion_generate` setting), so decoder variants are compared in one run against the same AR answers;
-`autoregressive:key=value,...` adds an AR variant (`generate` settings; speed ratios stay against plain AR). Then,
+`autoregressive:key=value,...` adds an AR variant (`generate` settings; speed ratios stay against plain AR), and
+`speculative:draft_length=4` draft and verify (`hf_dlm.speculative`: diffusion drafts, SmolLM2 keeps its own greedy
+answer). Then,
 with hf_dlm.evaluation:
 
 - generative perplexity of every answer under SmolLM2 itself in float32, conditioned on the prompt (EOS scored);
@@ -35,7 +37,13 @@ from transformers import AutoModelForCausalLM
 
 from hf_dlm.default import load_default
 from hf_dlm.default.smollm2 import find_smollm2_gguf
-from hf_dlm.evaluation import answer_autoregressive, answer_diffusion, generative_perplexity, summarize
+from hf_dlm.evaluation import (
+    answer_autoregressive,
+    answer_diffusion,
+    answer_speculative,
+    generative_perplexity,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = ROOT / "examples" / "prompts" / "heldout.txt"
@@ -74,12 +82,16 @@ def main(argv=None) -> None:
         answers["autoregressive"] += answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens)
         for strategy in args.strategies:
             variant = parse_variant(strategy)
-            if variant["length_strategy"] == "autoregressive":  # an AR variant: `generate` with these settings
-                del variant["length_strategy"]
+            kind = variant.pop("length_strategy")
+            if kind == "autoregressive":  # an AR variant: `generate` with these settings
                 answers[strategy] += answer_autoregressive(ar_model, tokenizer, [prompt],
                                                            max_new_tokens=args.max_new_tokens, **variant)
+            elif kind == "speculative":  # draft by diffusion, verify with SmolLM2: SmolLM2's greedy answer
+                answers[strategy] += answer_speculative(model, ar_model, tokenizer, [prompt],
+                                                        max_new_tokens=args.max_new_tokens, **variant)
             else:
-                answers[strategy] += answer_diffusion(model, tokenizer, [prompt], **settings | variant)
+                answers[strategy] += answer_diffusion(model, tokenizer, [prompt],
+                                                      **settings | variant | {"length_strategy": kind})
         line = "  ".join(f"{k} {len(v[-1].tokens)}t/{v[-1].nfe}f/{v[-1].seconds:.1f}s" for k, v in answers.items())
         print(f"[{i}/{len(prompts)} {time.time() - started:.0f}s] {line}", flush=True)
 
@@ -138,6 +150,8 @@ def write_samples_page(path: Path, prompts, answers) -> None:
                 label = "autoregressive (SmolLM2 `generate`)"
             elif name.startswith("autoregressive:"):
                 label = f"autoregressive (SmolLM2 `generate`), `{name.partition(':')[2]}`"
+            elif name.split(":")[0] == "speculative":
+                label = f"draft and verify (diffusion drafts, SmolLM2 verifies), `{name}`"
             else:
                 label = f"diffusion, `{name}`"
             text = a.text.strip().replace("\n", "\n> ") or "*(empty)*"

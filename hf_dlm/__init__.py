@@ -23,6 +23,8 @@ _PUBLIC = {
     "DiffusionStep": ".generation_dlm",
     "DiffusionTrainer": ".trainer",
     "DiffusionTrainingArguments": ".training_args",
+    "SpeculativeOutput": ".speculative",
+    "speculative_generate": ".speculative",
 }
 
 __all__ = [*sorted(_PUBLIC), "__version__", "register_auto_classes"]

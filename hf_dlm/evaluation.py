@@ -145,6 +145,29 @@ def answer_diffusion(model, tokenizer, prompts: Sequence[str], *, batch_size: in
 
 
 @torch.no_grad()
+def answer_speculative(drafter, verifier, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 256,
+                       draft_length: int = 4, chat_template: bool | None = None) -> list[Answer]:
+    """Answers by draft and verify (`hf_dlm.speculative`): the verifier's greedy answers, drafted by the diffusion
+    model. NFE = drafter + verifier forwards; `extra` holds both counts and the drafts kept per round."""
+    from .speculative import speculative_generate
+
+    eos_ids, pad_id = drafter.config.eos_token_ids, drafter.config.pad_token_id
+    answers = []
+    for prompt in prompts:  # one at a time: speculative_generate decodes rows one after the other anyway
+        inputs = {k: v.to(drafter.device) for k, v in chat_inputs(tokenizer, [prompt], chat_template).items()}
+        start = time.perf_counter()
+        out = speculative_generate(drafter, verifier, **inputs, max_new_tokens=max_new_tokens,
+                                   draft_length=draft_length)
+        seconds = time.perf_counter() - start
+        tokens, ended = split_answer(out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), eos_ids, pad_id)
+        extra = {"draft_forwards": out.draft_forwards[0], "verify_forwards": out.verify_forwards[0],
+                 "accepted": out.accepted[0], "proposed": out.proposed[0]}
+        answers.append(Answer(prompt, tokenizer.decode(tokens, skip_special_tokens=True), tokens, ended,
+                              out.nfe_per_row[0], seconds, extra))
+    return answers
+
+
+@torch.no_grad()
 def generative_perplexity(model, tokenizer, answers: Sequence[Answer], *, batch_size: int = 8,
                           chat_template: bool | None = None) -> dict:
     """Perplexity of `answers` under the causal LM `model`, each conditioned on its prompt (chat template
@@ -245,6 +268,7 @@ __all__ = [
     "answer_autoregressive",
     "autoregressive_ids",
     "answer_diffusion",
+    "answer_speculative",
     "chat_inputs",
     "distinct_n",
     "generative_perplexity",

@@ -392,6 +392,13 @@ class DiffusionGenerationMixin:
         return input_ids, attention_mask
 
 
+def crop_cache(cache: DynamicCache, length: int) -> None:
+    """Keep the first `length` positions of `cache` (transformers 5's `crop` takes minus the excess)."""
+    excess = cache.get_seq_length() - length
+    if excess > 0:
+        cache.crop(-excess)
+
+
 def _drop_cache_span(cache: DynamicCache, start: int, end: int) -> None:
     """Remove positions [start, end) of every layer of `cache` (the dual cache cuts the current block out of the
     block-start forward's keys/values, keeping what lies before and after it)."""
@@ -742,7 +749,7 @@ class _Decoder:
                 _drop_cache_span(self.cache, keep, block_end)
                 self.suffix = (block_end, window_end)
             else:
-                self._crop_cache(keep)
+                crop_cache(self.cache, keep)
             self.cached = keep
         return self._clean(out.logits)
 
@@ -792,14 +799,8 @@ class _Decoder:
 
     def _drop_suffix(self) -> None:
         """Crop the dual cache back to its prefix (the suffix is last in it)."""
-        self._crop_cache(self.cached)
+        crop_cache(self.cache, self.cached)
         self.suffix = (self.cached, self.cached)
-
-    def _crop_cache(self, length: int) -> None:
-        """Keep the first `length` positions of the cache (transformers 5's `crop` takes minus the excess)."""
-        excess = self.cache.get_seq_length() - length
-        if excess > 0:
-            self.cache.crop(-excess)
 
     def _count_forward(self, rows: torch.Tensor) -> None:
         self.nfe += 1

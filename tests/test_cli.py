@@ -1,6 +1,7 @@
 """The command line answers at once: `--help`, `--version` and every bad-setting error come back without importing
 torch or transformers (seconds saved on every typo), as one line on stderr, never a traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -123,3 +124,49 @@ def test_generate_loads_a_saved_checkpoint_in_a_fresh_process(tmp_path):
                             capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"prompt": "ab"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--verify", "--threshold", "0.5"], "threshold do not apply"),
+        (["--verify", "--draft-length", "0"], "--draft-length must be >= 1"),
+        (["--model", "{ckpt}", "--verify"], "needs the causal LM that --model was adapted from"),
+        (["--model", "{ckpt}", "--verifier", "{ckpt}"], "does not load as a causal LM"),
+        (["--model", "{ckpt}", "--verifier", "/no/such/ar"], "/no/such/ar: no such directory"),
+    ],
+)
+def test_generate_verify_refuses_what_does_not_apply(tmp_path, capsys, extra, says):
+    from tests.conftest import make_dlm
+
+    model, tok = make_dlm()
+    model.save_pretrained(tmp_path, tokenizer=tok)
+    argv = ["generate", *[a.replace("{ckpt}", str(tmp_path)) for a in extra], "Hi"]
+    with pytest.raises(SystemExit) as exit:
+        cli_main(argv)
+    assert exit.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def test_generate_verify_answers_with_the_verifiers_greedy_answer(tmp_path, capsys):
+    import copy
+
+    import torch
+
+    from hf_dlm import DiffusionLM
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    verifier = tiny_causal_lm("gpt2", vocab_size=len(tok)).eval()
+    verifier.save_pretrained(tmp_path / "ar")
+    DiffusionLM.from_causal_lm(copy.deepcopy(verifier), tok).save_pretrained(tmp_path / "dlm")
+    cli_main(["generate", "--model", str(tmp_path / "dlm"), "--verifier", str(tmp_path / "ar"), "--json",
+              "--max-new-tokens", "12", "--draft-length", "3", "--dtype", "float32", "abc"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ids = tok("abc", return_tensors="pt").input_ids
+    expected = verifier.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=0, eos_token_id=0)[0, ids.shape[1]:].tolist()
+    expected = expected[: expected.index(0)] if 0 in expected else expected
+    assert record["text"] == tok.decode(expected)
+    assert record["nfe"] == record["draft_forwards"] + record["verify_forwards"]

@@ -1,6 +1,10 @@
 """`hf-dlm generate [--model M] PROMPT ...`: answer prompts with any DiffusionLM checkpoint (a local directory or a
 Hub id; the embedded default without `--model`). Every decoding setting is a flag; `--json` prints one object per
 prompt (`predicted_length` and `grew` appear only with `--strategy predict`).
+
+`--verify` decodes by draft and verify (`hf_dlm.speculative`): the diffusion model drafts `--draft-length` tokens,
+its AR base (SmolLM2 for the embedded default, else `--verifier`) verifies them in one forward and keeps its own
+greedy answer.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .options import (
     add_decoding_arguments,
@@ -37,7 +42,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="prompts decoded together (left padded)")
     add_model_arguments(parser, "the embedded SmolLM2 diffusion model")
     add_decoding_arguments(parser)
+    group = parser.add_argument_group("draft and verify (the answer is the AR base's greedy answer)")
+    group.add_argument("--verify", action="store_true",
+                       help="draft with the diffusion model, verify with its AR base (SmolLM2 for the embedded "
+                       "default, --verifier for --model)")
+    group.add_argument("--verifier", default=None, metavar="CAUSAL_LM",
+                       help="the causal LM --model was adapted from (directory or Hub id); implies --verify")
+    group.add_argument("--draft-length", type=int, default=4, help="tokens drafted per round with --verify")
     return parser
+
+
+def check_verify(parser: argparse.ArgumentParser, args, settings: dict) -> None:
+    """Draft and verify takes no diffusion decoding setting but the budget: refuse the others, and a custom model
+    without the causal LM to verify with."""
+    args.verify = args.verify or args.verifier is not None
+    if not args.verify:
+        return
+    if args.draft_length < 1:
+        parser.error(f"--draft-length must be >= 1, got {args.draft_length}")
+    ignored = sorted(set(settings) - {"max_new_tokens"})
+    if ignored:
+        parser.error(f"--verify decodes by draft and verify (one forward per draft, the AR base's greedy answer): "
+                     f"the diffusion decoding settings {', '.join(ignored)} do not apply; drop them.")
+    if args.verifier is None and args.model is not None:
+        parser.error("--verify needs the causal LM that --model was adapted from: --verifier DIRECTORY_OR_HUB_ID "
+                     "(only the embedded default knows its own base).")
+    if args.verifier is not None:
+        check_model(parser, args.verifier)
 
 
 def json_record(answer) -> dict:
@@ -54,14 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     settings = decoding_settings(args)
     check_model(parser, args.model)
     check_decoding(parser, args.model, settings)
+    check_verify(parser, args, settings)
     prompts = read_prompts(parser, args.prompts, args.file)
 
-    from ..evaluation import answer_diffusion
+    from ..evaluation import answer_diffusion, answer_speculative
 
-    model = load_model(parser, args.model, args.dtype, args.device, args.threads, status=progress)
+    own_base = args.verify and args.verifier is None  # the embedded default and SmolLM2
+    loaded = load_model(parser, args.model, args.dtype, args.device, args.threads, status=progress,
+                        autoregressive=own_base)
+    model, verifier = loaded if own_base else (loaded, None)
+    if args.verifier is not None:
+        verifier = load_causal_lm(parser, args.verifier, model)
     try:
-        answers = answer_diffusion(model, model.tokenizer, prompts, batch_size=args.batch_size,
-                                   chat_template=args.chat_template, **settings)
+        if verifier is not None:
+            answers = answer_speculative(model, verifier, model.tokenizer, prompts, draft_length=args.draft_length,
+                                         chat_template=args.chat_template, **settings)
+        else:
+            answers = answer_diffusion(model, model.tokenizer, prompts, batch_size=args.batch_size,
+                                       chat_template=args.chat_template, **settings)
     except ValueError as error:  # e.g. a prompt longer than the model's context: the message says what to change
         parser.error(str(error))
     for answer in answers:
@@ -75,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"({len(answer.tokens) / max(answer.nfe, 1):.2f} tokens/forward), {answer.seconds:.2f} s]",
                   file=sys.stderr, flush=True)
     return 0
+
+
+def load_causal_lm(parser: argparse.ArgumentParser, name_or_path: str, model):
+    """The verifier of `--verify CAUSAL_LM`, in the diffusion model's dtype and device."""
+    from transformers import AutoModelForCausalLM
+
+    from ..loading import explain_load_error
+
+    with progress(f"Loading the verifier {name_or_path}"):
+        try:
+            return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=model.dtype).to(model.device).eval()
+        except (OSError, ValueError) as error:
+            if Path(name_or_path).expanduser().is_dir():
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                parser.error(f"{name_or_path} does not load as a causal LM ({first}). --verify takes the AR model "
+                             f"the diffusion model was adapted from (an ...ForCausalLM checkpoint).")
+            parser.error(str(explain_load_error(name_or_path, error)))
 
 
 __all__ = ["build_parser", "json_record", "main"]
