@@ -28,6 +28,22 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
     report = results.with_suffix(".md").read_text()
     assert "### Targets" in report and "bound covers the true length" in report
 
+    # Draft and verify on the same checkpoints: the AR base's answers, whatever the (untrained) drafter proposes.
+    spec = tmp_path / "speculative.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speculative.py"), "--preset", "smoke", "--work",
+         str(tmp_path / "work"), "--draft-lengths", "2", "5", "--out", str(spec)],
+        check=True, cwd=ROOT, timeout=600,
+    )
+    rows = json.loads(spec.read_text())["tables"]["adapt"]
+    ar = next(r for r in rows if r["method"] == "ar")
+    drafts = [r for r in rows if r["method"] == "speculative"]
+    assert [r["block_length"] for r in drafts] == [2, 5]
+    for r in drafts:
+        assert r["answers"] == ar["answers"] and r["accuracy"] == ar["accuracy"]
+        assert r["setting"] == f"draft {r['block_length']} + AR verify"
+    assert "draft 5 + AR verify" in spec.with_suffix(".md").read_text()
+
 
 def test_predict_coverage_counts_bounds_at_or_above_the_true_length(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))

@@ -41,7 +41,9 @@ STRATEGIES = ("fixed", "grow", "predict")
 
 @dataclass(frozen=True)
 class Setting:
-    """One way of decoding. `method` is "ar" or a length strategy; `threshold=None` is one token per step."""
+    """One way of decoding. `method` is "ar", a length strategy, or "speculative" (draft and verify: the diffusion
+    model drafts `block_length` tokens, the AR model verifies; `threshold` unused); `threshold=None` is one token per
+    step."""
 
     method: str
     budget: int
@@ -57,6 +59,8 @@ class Setting:
     def name(self) -> str:
         if self.method == "ar":
             return "AR generate" + ("" if self.use_cache else " (no cache)")
+        if self.method == "speculative":
+            return f"draft {self.block_length} + AR verify"
         unmask = "1 tok/step" if self.threshold is None else f"thr {self.threshold:g}"
         return f"{self.method} {unmask} {'cache' if self.use_cache else 'no cache'}"
 
@@ -114,8 +118,11 @@ def causal_twin(dlm):
 
 
 def _decode(setting: Setting, dlm, ar_model, tokenizer, prompts: list[str]) -> list[Answer]:
-    from ..evaluation import answer_autoregressive, answer_diffusion
+    from ..evaluation import answer_autoregressive, answer_diffusion, answer_speculative
 
+    if setting.method == "speculative":
+        return answer_speculative(dlm, ar_model, tokenizer, prompts, max_new_tokens=setting.budget,
+                                  draft_length=setting.block_length)
     if setting.method == "ar":
         # The diffusion model's eos ids end the AR answer too (the AR model may list fewer).
         eos = dlm.config.eos_token_id if dlm is not None else ar_model.generation_config.eos_token_id
@@ -128,8 +135,9 @@ def run(settings: Sequence[Setting], dlm, tokenizer, records: Sequence[dict], *,
         batch_size: int = 16, progress=None) -> list[dict]:
     """Decode every record under every setting, interleaved batch by batch; returns one result per setting with
     its per-answer arrays (see `summarize`)."""
-    if any(s.method == "ar" for s in settings) and ar_model is None:
-        raise ValueError("An AR setting needs ar_model (an AR checkpoint, or causal_twin(dlm) for speed only).")
+    if any(s.method in ("ar", "speculative") for s in settings) and ar_model is None:
+        raise ValueError("An AR or speculative setting needs ar_model (an AR checkpoint, or causal_twin(dlm) for "
+                         "speed only).")
     prompts = [r["prompt"] for r in records]
     # Warm-up (untimed): the first call of a model pays for lazy initialisation that no later call pays.
     for method in {"ar" if s.method == "ar" else "fixed" for s in settings}:
