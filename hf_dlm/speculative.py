@@ -90,12 +90,14 @@ def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_l
             f"input_ids contain ids outside the verifier's vocabulary [0, {verifier_vocab}): wrong tokenizer, or the "
             f"mask token in the prompt?"
         )
+    # A round drafts at most the budget left minus one (it adds the drafts kept + 1), so no forward reaches past
+    # prompt + max_new_tokens, whatever draft_length.
     for name, model in (("drafter", drafter), ("verifier", verifier)):
         limit = _max_positions(model)
-        if limit is not None and input_ids.shape[1] + max_new_tokens + draft_length > limit:
+        if limit is not None and input_ids.shape[1] + max_new_tokens > limit:
             raise ValueError(
-                f"prompt ({input_ids.shape[1]}) + max_new_tokens ({max_new_tokens}) + draft_length ({draft_length}) "
-                f"exceeds the {name}'s {limit} positions: shorten the prompt or lower max_new_tokens."
+                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the {name}'s "
+                f"{limit} positions: shorten the prompt or lower max_new_tokens."
             )
 
 

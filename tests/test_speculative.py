@@ -122,3 +122,13 @@ def test_wrong_models_and_tokens_are_refused():
         speculative_generate(drafter, verifier, torch.tensor([[1, drafter.config.mask_token_id]]))
     with pytest.raises(ValueError, match="left padded"):
         speculative_generate(drafter, verifier, torch.tensor([[1, 2]]), torch.tensor([[1, 0]]))
+
+
+def test_drafts_never_reach_past_the_budget_so_the_whole_context_can_be_used():
+    # Prompt + budget = every position the models have (512): a round drafts at most the budget left minus one.
+    drafter, verifier, tok = pair()
+    ids = tok("ab", return_tensors="pt").input_ids
+    out = speculative_generate(drafter, verifier, ids, max_new_tokens=512 - ids.shape[1], draft_length=16,
+                               eos_token_id=[])
+    assert out.new_tokens == [512 - ids.shape[1]]
+    assert out.sequences[0, ids.shape[1]:].tolist() == greedy(verifier, ids, 512 - ids.shape[1], eos_id=10_000)
