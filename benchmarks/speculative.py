@@ -70,14 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     settings += [Setting("speculative", budget, None, True, k) for k in args.draft_lengths]
     tables = {}
     for path in drafters:
+        name = f"{path.parent.name}/{path.name}"  # e.g. full/adapt, full_conf/adapt
         tokenizer = AutoTokenizer.from_pretrained(path)
         dlm = DiffusionLM.from_pretrained(path).eval()
         results = run(settings, dlm, tokenizer, records, ar_model=ar, batch_size=1,
-                      progress=lambda msg, name=path.name: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
+                      progress=lambda msg, name=name: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
         for r in results:
-            print(f"[{path.name}] {r['setting']}: exact {r['accuracy']:.3f}, {r['tokens_per_forward']:.2f} "
+            print(f"[{name}] {r['setting']}: exact {r['accuracy']:.3f}, {r['tokens_per_forward']:.2f} "
                   f"tokens/forward, {r['ms_per_answer']:.1f} ms/answer", file=sys.stderr, flush=True)
-        tables[path.name] = results
+        tables[name] = results
     out = args.out or HERE / "results" / f"speculative_{args.preset}.json"
     write_json(out, {"preset": preset.to_dict(), "threads": args.threads, "n": len(records),
                      "drafters": [str(d) for d in drafters], "tables": tables})

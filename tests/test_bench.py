@@ -35,7 +35,7 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
          str(tmp_path / "work"), "--draft-lengths", "2", "5", "--out", str(spec)],
         check=True, cwd=ROOT, timeout=600,
     )
-    rows = json.loads(spec.read_text())["tables"]["adapt"]
+    rows = json.loads(spec.read_text())["tables"]["work/adapt"]
     ar = next(r for r in rows if r["method"] == "ar")
     drafts = [r for r in rows if r["method"] == "speculative"]
     assert [r["block_length"] for r in drafts] == [2, 5]
