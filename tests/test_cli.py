@@ -131,6 +131,7 @@ def test_generate_loads_a_saved_checkpoint_in_a_fresh_process(tmp_path):
     [
         (["--verify", "--threshold", "0.5"], "threshold do not apply"),
         (["--verify", "--draft-length", "0"], "--draft-length must be >= 1"),
+        (["--draft-length", "3"], "add --verify"),
         (["--model", "{ckpt}", "--verify"], "needs the causal LM that --model was adapted from"),
         (["--model", "{ckpt}", "--verifier", "{ckpt}"], "does not load as a causal LM"),
         (["--model", "{ckpt}", "--verifier", "/no/such/ar"], "/no/such/ar: no such directory"),

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "default, --verifier for --model)")
     group.add_argument("--verifier", default=None, metavar="CAUSAL_LM",
                        help="the causal LM --model was adapted from (directory or Hub id); implies --verify")
-    group.add_argument("--draft-length", type=int, default=4, help="tokens drafted per round with --verify")
+    group.add_argument("--draft-length", type=int, default=None, help="tokens drafted per round with --verify (4)")
     return parser
 
 
@@ -57,7 +57,10 @@ def check_verify(parser: argparse.ArgumentParser, args, settings: dict) -> None:
     without the causal LM to verify with."""
     args.verify = args.verify or args.verifier is not None
     if not args.verify:
+        if args.draft_length is not None:
+            parser.error("--draft-length applies to draft and verify: add --verify (or --verifier CAUSAL_LM).")
         return
+    args.draft_length = 4 if args.draft_length is None else args.draft_length
     if args.draft_length < 1:
         parser.error(f"--draft-length must be >= 1, got {args.draft_length}")
     ignored = sorted(set(settings) - {"max_new_tokens"})
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_causal_lm(parser: argparse.ArgumentParser, name_or_path: str, model):
-    """The verifier of `--verify CAUSAL_LM`, in the diffusion model's dtype and device."""
+    """The verifier of `--verifier CAUSAL_LM`, in the diffusion model's dtype and device."""
     from transformers import AutoModelForCausalLM
 
     from ..loading import explain_load_error
