@@ -222,12 +222,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
     @property
     def max_positions(self) -> int | None:
         """How many positions the backbone can encode (None when unbounded, e.g. no such field in its config)."""
-        cfg = self.config.backbone_config
-        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-            value = getattr(cfg, name, None)
-            if isinstance(value, int):
-                return value
-        return None
+        return config_max_positions(self.config.backbone_config)
 
     def forward(
         self,
@@ -312,6 +307,15 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         )
 
 
+def config_max_positions(config) -> int | None:
+    """The positions a causal LM config can encode, whatever the family calls the field (None: no such field)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def check_attention_implementation(name: str | None) -> None:
     if name is not None and name not in MASK_HONOURING_ATTENTION:
         raise ValueError(
@@ -327,5 +331,6 @@ __all__ = [
     "DiffusionLMPreTrainedModel",
     "FewRowsHead",
     "causal_prefix_mask",
+    "config_max_positions",
     "position_ids_from_attention_mask",
 ]

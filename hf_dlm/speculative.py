@@ -35,7 +35,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .generation_dlm import crop_cache
-from .modeling_dlm import CACHE_NAME
+from .modeling_dlm import CACHE_NAME, config_max_positions
 from .settings_dlm import token_id_list
 
 
@@ -92,22 +92,12 @@ def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_l
         )
     # A round drafts at most the budget left minus one (it adds the drafts kept + 1), so no forward reaches past
     # prompt + max_new_tokens, whatever draft_length.
-    for name, model in (("drafter", drafter), ("verifier", verifier)):
-        limit = _max_positions(model)
+    for name, limit in (("drafter", drafter.max_positions), ("verifier", config_max_positions(verifier.config))):
         if limit is not None and input_ids.shape[1] + max_new_tokens > limit:
             raise ValueError(
                 f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the {name}'s "
                 f"{limit} positions: shorten the prompt or lower max_new_tokens."
             )
-
-
-def _max_positions(model) -> int | None:
-    config = getattr(model.config, "backbone_config", None) or model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 class _Row:
