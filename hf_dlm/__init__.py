@@ -23,7 +23,7 @@ _PUBLIC = {
     "DiffusionStep": ".generation_dlm",
     "DiffusionTrainer": ".trainer",
     "DiffusionTrainingArguments": ".training_args",
-    "SpeculativeOutput": ".speculative",
+    "SpeculativeOutput": ".drafter_dlm",
     "speculative_generate": ".speculative",
 }
 

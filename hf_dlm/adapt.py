@@ -30,8 +30,12 @@ def from_causal_lm(
     gguf_file: str | None = None,
     mask_token: str = DEFAULT_MASK_TOKEN,
     attn_implementation: str = "sdpa",
-    attention: str = "bidirectional",
+    attention: str | None = None,
     dtype: torch.dtype | str | None = None,
+    drafter: str | None = None,
+    drafter_rank: int = 32,
+    drafter_alpha: float | None = None,
+    drafter_target_modules: list[str] | None = None,
     **load_kwargs,
 ) -> DiffusionLM:
     """Turn a causal LM into a `DiffusionLM`, keeping every AR weight.
@@ -44,10 +48,17 @@ def from_causal_lm(
         gguf_file: file name of a GGUF checkpoint inside `model_or_path` (needs the `gguf` package).
         mask_token: the string of the mask token to add when the tokenizer has none.
         attn_implementation: "sdpa" or "eager" (kernels that honour bidirectional and 4D masks).
-        attention: "bidirectional" (DiffuLLaMA) or "causal_prefix" (block diffusion with a causal context: the
-            prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`).
+        attention: "bidirectional" (DiffuLLaMA, the default) or "causal_prefix" (block diffusion with a causal
+            context: the prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`). For a
+            gated drafter: how the masks of a draft block attend to each other, "causal" (the default, I-DLM) or
+            "causal_prefix" (bidirectional within the block).
         dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
-        load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...).
+        drafter: "gated_lora" makes a drafter for the causal LM itself (`hf_dlm.drafter_dlm`): base weights frozen,
+            a low-rank adapter of rank `drafter_rank` (scale `drafter_alpha / rank`, default 2) on the layers named
+            in `drafter_target_modules` (default: every attention and MLP projection) acting only at mask
+            positions; decode with `model.speculative_generate(...)`.
+        load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...) when loading from a
+            Hub id or a directory; refused with a model instance (there is nothing to load).
 
     The causal LM passed in becomes the returned model's backbone (no copy). When tokens are added, its input
     embedding and LM head get new, larger Parameter objects (ties kept; see `resize_embeddings_with_mean`): an
@@ -65,6 +76,15 @@ def from_causal_lm(
         causal_lm = model_or_path
         if tokenizer is None:
             raise ValueError("Pass the model's tokenizer: from_causal_lm(model, tokenizer). It gets the mask token.")
+        unused = sorted(load_kwargs) + (["gguf_file"] if gguf_file is not None else []) + (
+            ["dtype"] if dtype is not None else [])
+        if unused:
+            raise TypeError(
+                f"from_causal_lm got {unused} with a model instance: those arguments load a checkpoint and would be "
+                f"ignored. Load the causal LM with them first, or pass a Hub id or directory instead of the model. "
+                f"Adaptation itself takes: mask_token, attn_implementation, attention, drafter, drafter_rank, "
+                f"drafter_alpha, drafter_target_modules."
+            )
     elif isinstance(model_or_path, (str, os.PathLike)):
         source = os.fspath(model_or_path)
         check_is_causal_lm_checkpoint(source, gguf_file, load_kwargs)
@@ -78,6 +98,9 @@ def from_causal_lm(
             f"from_causal_lm takes a causal LM model, a Hub id or a local directory, not {type(model_or_path).__name__}."
         )
     check_is_causal_lm(causal_lm)
+    if attention is None:
+        attention = "causal" if drafter is not None else "bidirectional"
+    base_vocab = causal_lm.get_input_embeddings().num_embeddings
 
     added = add_special_tokens(tokenizer, mask_token)
     resize_embeddings_with_mean(causal_lm, len(tokenizer), added)
@@ -93,6 +116,11 @@ def from_causal_lm(
         eos_token_id=eos[0] if len(eos) == 1 else eos,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=getattr(backbone_config, "tie_word_embeddings", False),
+        drafter=drafter,
+        drafter_rank=drafter_rank,
+        drafter_alpha=drafter_alpha,
+        drafter_target_modules=drafter_target_modules,
+        drafter_base_vocab_size=base_vocab if drafter is not None else None,
     )
     config._attn_implementation = attn_implementation
     config.dtype = causal_lm.dtype
@@ -105,6 +133,10 @@ def from_causal_lm(
     model.backbone = causal_lm
     model.config.backbone_config = backbone_config
     model.generation_config = model.generation_config_class.from_model_config(config)
+    if drafter is not None:
+        model.build_drafter()
+        with torch.no_grad():  # masks start as the new mask token's row: the mean embedding
+            model.drafter.mask_embedding.copy_(model.get_input_embeddings().weight[tokenizer.mask_token_id])
     model.tokenizer = tokenizer
     model.eval()
     return model

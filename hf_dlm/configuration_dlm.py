@@ -11,7 +11,10 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from .settings_dlm import token_id_list
 
-ATTENTION_PATTERNS = ("bidirectional", "causal_prefix")
+ATTENTION_PATTERNS = ("bidirectional", "causal_prefix", "causal")
+DRAFTERS = ("gated_lora",)
+# Attention among the masks of a gated drafter's draft block (clean positions are causal either way).
+DRAFT_ATTENTION = ("causal", "causal_prefix")
 
 
 class DiffusionLMConfig(PreTrainedConfig):
@@ -35,6 +38,19 @@ class DiffusionLMConfig(PreTrainedConfig):
             whole context and bidirectionally to itself. The context is then the AR model's own computation, so
             adaptation has less to learn and the KV cache is exact. Forwards need `canvas_start` (where the canvas
             begins) or a 4D attention mask; training uses two-stream rows (`hf_dlm.two_stream`).
+            `"causal"`: gated drafters only (below): every position causal, masks included (I-DLM).
+        drafter (`str`, *optional*):
+            `"gated_lora"`: the model drafts for its own base (`hf_dlm.drafter_dlm`, I-DLM's R-ISD, arXiv
+            2604.11035): the base weights stay frozen, a low-rank adapter acts only at mask positions, clean
+            positions are causal and never see a mask, so they compute exactly the causal LM. `attention` then says
+            how the masks of a draft block attend to each other: `"causal"` or `"causal_prefix"` (bidirectional
+            within the block). Decode with `model.speculative_generate(...)`.
+        drafter_rank / drafter_alpha / drafter_target_modules:
+            The adapter's rank, scale numerator (delta = B A x * alpha / rank; default 2 * rank) and the names of the
+            adapted linear layers (default: every attention and MLP projection of Llama-like and GPT-2 blocks).
+        drafter_base_vocab_size (`int`, *optional*):
+            Rows of the causal LM's vocabulary before adaptation added the mask (and pad) token: the verifier never
+            emits an id at or past it.
         pad_token_id / eos_token_id / bos_token_id:
             The tokenizer's special tokens; `eos_token_id` may be a list (chat models end turns with several).
     """
@@ -46,9 +62,28 @@ class DiffusionLMConfig(PreTrainedConfig):
     _auto_class = "AutoConfig"
 
     def __init__(self, backbone_config=None, mask_token_id=None, shift_logits=True, attention="bidirectional",
-                 pad_token_id=None, eos_token_id=None, bos_token_id=None, **kwargs):
+                 pad_token_id=None, eos_token_id=None, bos_token_id=None, drafter=None, drafter_rank=32,
+                 drafter_alpha=None, drafter_target_modules=None, drafter_base_vocab_size=None, **kwargs):
         if attention not in ATTENTION_PATTERNS:
             raise ValueError(f"attention must be one of {ATTENTION_PATTERNS}, got {attention!r}.")
+        if drafter is not None and drafter not in DRAFTERS:
+            raise ValueError(f"drafter must be None or one of {DRAFTERS}, got {drafter!r}.")
+        if drafter is not None and attention not in DRAFT_ATTENTION:
+            raise ValueError(
+                f"A gated drafter's draft block attends {DRAFT_ATTENTION[0]!r} (I-DLM) or {DRAFT_ATTENTION[1]!r} "
+                f"(bidirectional within the block), got attention={attention!r}."
+            )
+        if drafter is None and attention == "causal":
+            raise ValueError("attention='causal' is for gated drafters (drafter='gated_lora'); a diffusion model "
+                             "attends 'bidirectional' or 'causal_prefix'.")
+        if drafter is not None and (not isinstance(drafter_rank, int) or isinstance(drafter_rank, bool)
+                                    or drafter_rank < 1):
+            raise ValueError(f"drafter_rank must be an integer >= 1, got {drafter_rank!r}.")
+        self.drafter = drafter
+        self.drafter_rank = drafter_rank
+        self.drafter_alpha = drafter_alpha
+        self.drafter_target_modules = list(drafter_target_modules) if drafter_target_modules else None
+        self.drafter_base_vocab_size = drafter_base_vocab_size
         if isinstance(backbone_config, dict):
             backbone_config = AutoConfig.for_model(**backbone_config)
         self.backbone_config = backbone_config
@@ -80,4 +115,4 @@ class DiffusionLMConfig(PreTrainedConfig):
         return token_id_list(self.eos_token_id)
 
 
-__all__ = ["ATTENTION_PATTERNS", "DiffusionLMConfig"]
+__all__ = ["ATTENTION_PATTERNS", "DRAFTERS", "DRAFT_ATTENTION", "DiffusionLMConfig"]

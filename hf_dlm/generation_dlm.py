@@ -257,10 +257,32 @@ class DiffusionGenerationMixin:
     """`diffusion_generate` (and `generate`, the same decoder) for `DiffusionLM`."""
 
     def generate(self, inputs: torch.LongTensor | None = None, generation_config=None, **kwargs):
-        """The usual name for [`diffusion_generate`] (pipelines and user code call `generate`)."""
+        """The usual name for [`diffusion_generate`] (pipelines and user code call `generate`). On a gated drafter
+        (`config.drafter`) it is `speculative_generate`, the base's greedy answers: `max_new_tokens`, `draft_length`
+        and `eos_token_id` apply; it returns the sequences (the output object with `return_dict_in_generate=True`)."""
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
+        if getattr(self, "drafter", None) is not None:
+            return self._generate_by_drafting(inputs, generation_config, kwargs)
         return self.diffusion_generate(inputs, generation_config=generation_config, **kwargs)
+
+    def _generate_by_drafting(self, inputs, generation_config, kwargs):
+        config = generation_config if generation_config is not None else self.generation_config
+        return_dict = kwargs.pop("return_dict_in_generate", False)
+        options = {"max_new_tokens": kwargs.pop("max_new_tokens", getattr(config, "max_new_tokens", None) or 256)}
+        for name in ("draft_length", "eos_token_id"):
+            if name in kwargs:
+                options[name] = kwargs.pop(name)
+        attention_mask = kwargs.pop("attention_mask", None)
+        if kwargs.pop("do_sample", False) or kwargs.get("temperature", 0) not in (0, 0.0, None, 1.0):
+            raise ValueError("A gated drafter decodes its base's greedy answer: sampling is not supported yet "
+                             "(do_sample=False).")
+        kwargs.pop("temperature", None)
+        if kwargs:
+            raise ValueError(f"generate on a gated drafter takes max_new_tokens, draft_length, eos_token_id and "
+                             f"attention_mask; got {sorted(kwargs)}.")
+        output = self.speculative_generate(inputs, attention_mask, **options)
+        return output if return_dict else output.sequences
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
@@ -333,6 +355,12 @@ class DiffusionGenerationMixin:
         Returns:
             `sequences` (`torch.LongTensor`), or a [`DiffusionGenerateOutput`] with `return_dict_in_generate=True`.
         """
+        if getattr(self, "drafter", None) is not None:
+            raise ValueError(
+                "This model is a gated drafter for its base (config.drafter): it decodes with "
+                "model.speculative_generate(input_ids, max_new_tokens=..., draft_length=k) (or model.generate), "
+                "which gives the base's greedy answer; its masks are trained to draft, not to denoise a canvas."
+            )
         config = self._prepare_diffusion_config(generation_config, kwargs)
         input_ids, attention_mask = self._check_prompts(input_ids, attention_mask, config)
         if generator is None and config.seed is not None:

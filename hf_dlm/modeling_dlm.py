@@ -14,6 +14,10 @@ What changes from the causal LM (DiffuGPT / DiffuLLaMA, github.com/HKUNLP/DiffuL
 With `config.attention = "causal_prefix"` (block diffusion with a causal context, see DiffusionLMConfig) the
 positions before `canvas_start` attend causally and the canvas from `canvas_start` on attends to everything:
 `causal_prefix_mask` builds that 4D mask from the 2D padding mask.
+
+With `config.drafter = "gated_lora"` the model drafts for its own base (`drafter_dlm.py`): the base is frozen, an
+adapter acts only at mask positions, clean positions are causal and never see a mask, and
+`speculative_generate` drafts and verifies in one forward per round.
 """
 
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
 from .configuration_dlm import DiffusionLMConfig
+from .drafter_dlm import GatedLoRA, gated_attention_mask, gated_speculative_generate
 from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 
 # Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
@@ -156,7 +161,22 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         backbone_config._attn_implementation = config._attn_implementation
         check_attention_implementation(backbone_config._attn_implementation)
         self.backbone = AutoModelForCausalLM.from_config(backbone_config)
+        self.drafter = None
+        if config.drafter is not None:
+            self.build_drafter()
         self.post_init()
+
+    def build_drafter(self) -> None:
+        """Give the backbone its gated adapter (`config.drafter`), freeze every base weight and hook the adapter into
+        the target layers. Called by `__init__`, and by `from_causal_lm` once the loaded causal LM is the backbone."""
+        config = self.config
+        rank = config.drafter_rank
+        alpha = config.drafter_alpha if config.drafter_alpha is not None else 2 * rank
+        hidden = self.get_input_embeddings().weight
+        self.backbone.requires_grad_(False)
+        self.drafter = GatedLoRA(self.backbone, rank, alpha, config.drafter_target_modules, hidden.shape[1])
+        self.drafter.to(device=hidden.device, dtype=hidden.dtype)
+        self.drafter.attach(self.backbone)
 
     @classmethod
     def from_causal_lm(cls, model_or_path, tokenizer=None, **kwargs):
@@ -237,6 +257,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         canvas_start: int | torch.Tensor | None = None,
         key_positions: torch.Tensor | None = None,
         cache: Cache | None = None,
+        shift_logits: bool | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
         """Denoiser forward. `attention_mask` is a 2D padding mask over cached + current tokens (1 = real token)
@@ -247,12 +268,21 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         the sequence position of every key (cached + current) when the cache holds them out of order (the dual KV
         cache); the 2D mask is then in that same order and `position_ids` must be given. Only the causal-prefix mask
         depends on order (a bidirectional mask is the same in any order).
-        `cache` is `past_key_values` under its transformers >= 5.24 name; give one of the two."""
+        `cache` is `past_key_values` under its transformers >= 5.24 name; give one of the two.
+        `shift_logits=False` returns next-token logits instead (`logits[:, i]` scores token i + 1: the layout of a
+        causal LM, which gated drafters use); default `config.shift_logits`.
+
+        A gated drafter (`config.drafter`) reads the mask positions from `input_ids` (required): its adapter and mask
+        embedding act there only, and a 2D (or no) mask becomes `gated_attention_mask` (clean positions causal, blind
+        to masks)."""
         if cache is not None:
             if past_key_values is not None:
                 raise ValueError("Give the KV cache as `cache=` or as `past_key_values=`, not both.")
             past_key_values = cache
         check_attention_implementation(self.backbone.config._attn_implementation)
+        if self.drafter is not None:
+            input_ids, inputs_embeds, attention_mask = self._gated_inputs(input_ids, inputs_embeds, attention_mask,
+                                                                          past_key_values)
         query_length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if key_positions is not None and position_ids is None:
             raise ValueError("key_positions= (keys out of order) needs explicit position_ids= for the queries.")
@@ -280,7 +310,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
             attention_mask = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device).masked_fill(
                 ~attention_mask.bool(), torch.finfo(dtype).min
             )
-        shift = bool(self.config.shift_logits)
+        shift = bool(self.config.shift_logits if shift_logits is None else shift_logits)
         # Aligned logits for the last n positions need the backbone's last n + 1 (hidden i-1 scores token i).
         backbone_keep = logits_to_keep + 1 if (shift and 0 < logits_to_keep < query_length) else logits_to_keep
         out = self.backbone(
@@ -305,6 +335,53 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
             cache=getattr(out, CACHE_NAME) if use_cache else None,
             hidden_states=out.hidden_states,
         )
+
+    def _gated_inputs(self, input_ids, inputs_embeds, attention_mask, past_key_values):
+        """A gated drafter's forward inputs: the gate set from the mask positions, the mask embedding in their place,
+        and the gated 4D attention mask when a 2D (or no) mask was given."""
+        if input_ids is None or inputs_embeds is not None:
+            raise ValueError("A gated drafter finds its mask positions in input_ids: pass input_ids, not inputs_embeds.")
+        is_mask = input_ids == self.config.mask_token_id
+        self.drafter.set_gate(is_mask)
+        embeds = self.get_input_embeddings()(input_ids)
+        if self.drafter.gate is not None:
+            embeds = torch.where(is_mask[..., None], self.drafter.mask_embedding.to(embeds.dtype), embeds)
+        if attention_mask is None or attention_mask.dim() == 2:
+            past = past_key_values.get_seq_length() if past_key_values is not None else 0
+            if attention_mask is None:
+                attention_mask = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long,
+                                            device=input_ids.device)
+            attention_mask = gated_attention_mask(is_mask, attention_mask, self.config.attention)
+        return None, embeds, attention_mask
+
+    def speculative_generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
+                             max_new_tokens: int = 256, draft_length: int = 4,
+                             eos_token_id: int | list[int] | None = None):
+        """The base causal LM's greedy answers, drafted and verified in one forward per round (gated drafters only;
+        `hf_dlm.drafter_dlm` explains the round). Returns a `SpeculativeOutput`: `sequences` (prompts as given,
+        answers right-padded with pad after their EOS), `verify_forwards` (forwards per row), `accepted` (drafts kept
+        per round), `proposed`, `new_tokens`, `nfe` (forwards of the whole batch) and `tokens_per_forward`.
+
+        Args:
+            input_ids / attention_mask: left-padded prompts.
+            max_new_tokens: the budget per row, EOS included; prompt + budget must fit the model's positions.
+            draft_length: masks per forward, so a round adds 1 to draft_length + 1 tokens.
+            eos_token_id: stop ids; default `config.eos_token_id`.
+        """
+        if self.drafter is None:
+            raise ValueError(
+                "speculative_generate drafts and verifies in one forward only on a gated drafter "
+                "(DiffusionLM.from_causal_lm(model, tokenizer, drafter='gated_lora')). For this diffusion model, "
+                "hf_dlm.speculative_generate(drafter=model, verifier=<its causal LM>, ...) drafts with it and verifies "
+                "with the base in two forwards per round."
+            )
+        was_training = self.training
+        self.eval()
+        try:
+            return gated_speculative_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
+                                              draft_length=draft_length, eos_token_id=eos_token_id)
+        finally:
+            self.train(was_training)
 
 
 def config_max_positions(config) -> int | None:

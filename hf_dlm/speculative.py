@@ -29,40 +29,13 @@ speculative decoding serves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .drafter_dlm import SpeculativeOutput
 from .generation_dlm import crop_cache
 from .modeling_dlm import CACHE_NAME, config_max_positions
 from .settings_dlm import token_id_list
-
-
-@dataclass
-class SpeculativeOutput:
-    """`sequences` [batch, prompt + generated] (left-padded prompts as given, answers right-padded with pad; an
-    answer ends with its EOS when it ended); per row: `draft_forwards`, `verify_forwards`, `accepted` (drafts kept
-    in each round), `proposed` (drafts proposed, all rounds) and `new_tokens` (generated tokens, EOS included)."""
-
-    sequences: torch.LongTensor
-    draft_forwards: list[int] = field(default_factory=list)
-    verify_forwards: list[int] = field(default_factory=list)
-    accepted: list[list[int]] = field(default_factory=list)
-    proposed: list[int] = field(default_factory=list)
-    new_tokens: list[int] = field(default_factory=list)
-
-    @property
-    def nfe_per_row(self) -> list[int]:
-        """Forwards per row: drafter's and verifier's (each costs about one forward of the same network)."""
-        return [d + v for d, v in zip(self.draft_forwards, self.verify_forwards)]
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Drafts kept / drafts proposed, over all rows and rounds (rounds without a draft excluded)."""
-        kept = sum(sum(a) for a in self.accepted)
-        proposed = sum(self.proposed)
-        return kept / proposed if proposed else 0.0
 
 
 def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_length) -> None:

@@ -13,6 +13,8 @@ the loss with the masked-diffusion objective (`hf_dlm.noise`):
     MDLM (Sahoo et al. 2024, github.com/kuleshov-group/mdlm): antithetic noise levels, the ELBO.
     LLaDA 2.0's CAP (arXiv 2512.15745) / dParallel (github.com/czg1225/dParallel): the optional confidence term
         (`confidence_loss_weight`), entropy minimisation on the masked positions already predicted correctly.
+    I-DLM (arXiv 2604.11035) / TiDAR (arXiv 2511.08923): gated drafters (`drafter="gated_lora"`) train their adapter
+        to draft: every cut of an answer in one forward (`hf_dlm.draft_rows`), CE at the masks.
 
 Run it with `hf-dlm train --help` (hf_dlm/cli/train.py) or from Python; docs/training.md has the guide.
 """
@@ -43,6 +45,7 @@ from .data import (
     prepare_dataset,
     random_fill_lengths,
 )
+from .draft_rows import IGNORE, draft_cuts, draft_rows
 from .loading import load_diffusion_lm
 from .modeling_dlm import DiffusionLM
 from .noise import (
@@ -90,7 +93,11 @@ class DiffusionSampleCallback(TrainerCallback):
         model.eval()
         encoded = {k: v.to(model.device) for k, v in left_padded(self.tokenizer, self.prompts).items()}
         try:
-            sequences = model.diffusion_generate(**encoded, **self.generate_kwargs)
+            if getattr(model.config, "drafter", None) is not None:  # a gated drafter answers as its base does
+                sequences = model.speculative_generate(**encoded, max_new_tokens=self.generate_kwargs["max_new_tokens"]
+                                                       ).sequences
+            else:
+                sequences = model.diffusion_generate(**encoded, **self.generate_kwargs)
         finally:
             model.train(was_training)
         completions = self.tokenizer.batch_decode(sequences[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -157,7 +164,10 @@ class DiffusionTrainer(Trainer):
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
                 "DiffusionLM.from_causal_lm(model, tokenizer)."
             )
-        self.causal_prefix = getattr(config, "attention", "bidirectional") == "causal_prefix"
+        self.drafter_mode = getattr(config, "drafter", None) is not None
+        if self.drafter_mode:
+            _check_drafter_training(args, peft_config)
+        self.causal_prefix = config.attention == "causal_prefix" and not self.drafter_mode
         if self.causal_prefix and ((args.block_rows or 0) > 0 or args.anneal_steps > 1):
             raise ValueError(
                 "This model has attention='causal_prefix': it trains on two-stream rows (every block of the answer, "
@@ -179,11 +189,12 @@ class DiffusionTrainer(Trainer):
         if reference is not None and self.dataset_format is None:
             self.dataset_format = infer_format(reference, args.dataset_text_field)
         answers = self.dataset_format in ("prompt_completion", "messages")
-        eos_fill = args.eos_fill if args.eos_fill is not None else answers
+        # A drafter's answers end at their first EOS, as the base's do (no EOS fill: nothing is decoded past it).
+        eos_fill = args.eos_fill if args.eos_fill is not None else (answers and not self.drafter_mode)
         # Semi-AR block rows by default where there are answers to grow block by block (docs/benchmarks.md,
         # "Training defaults": on a bidirectional model they lift fixed, grow and predict alike).
         self.block_rows = args.block_rows if args.block_rows is not None else (
-            DEFAULT_BLOCK_ROWS if answers and not self.causal_prefix else 0.0)
+            DEFAULT_BLOCK_ROWS if answers and not self.causal_prefix and not self.drafter_mode else 0.0)
         prepare = dict(
             dataset_format=args.dataset_format,
             text_field=args.dataset_text_field,
@@ -260,7 +271,11 @@ class DiffusionTrainer(Trainer):
             batch_samples = [self._block_rows(b) for b in batch_samples]
         if self.causal_prefix:
             batch_samples = [self._cut_after_eos_block(b) for b in batch_samples]
-        num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples).to(device)
+        if self.drafter_mode:
+            num_items = torch.tensor(sum(self._draft_target_count(b) for b in batch_samples))
+        else:
+            num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples)
+        num_items = num_items.to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             num_items = self.accelerator.gather(num_items).sum()
         if self.args.antithetic:
@@ -294,6 +309,37 @@ class DiffusionTrainer(Trainer):
     def _cut_after_eos_block(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return cut_after_eos_block(batch, self.args.block_length, self.noise.eos_token_ids, self._pad_token_id)
 
+    # ------------------------------------------------------------ drafting
+    def _draft_rows(self, inputs: dict[str, torch.Tensor]):
+        config = _base_model(self.model).config
+        return draft_rows(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.args.draft_length,
+                          config.mask_token_id, self._pad_token_id, config.attention, self.args.draft_cuts,
+                          self._row_generators(inputs, b"draft_cuts"))
+
+    def _draft_target_count(self, batch: dict[str, torch.Tensor]) -> int:
+        """Targets of a batch's draft rows (the loss normaliser), without building them."""
+        k, total = self.args.draft_length, 0
+        real, loss_mask = batch["attention_mask"].bool().cpu(), batch["loss_mask"].cpu().bool()
+        generator_for = self._row_generators(batch, b"draft_cuts")
+        for row in range(real.shape[0]):
+            length = int(real[row].nonzero().max()) + 1 if real[row].any() else 0
+            generator = generator_for(row) if self.args.draft_cuts is not None else None
+            for c in draft_cuts(loss_mask[row], length, self.args.draft_cuts, generator).tolist():
+                end = min(c + k + 1, length)
+                total += int(loss_mask[row, c + 1 : end].sum())
+        return total
+
+    def _draft(self, model, inputs: dict[str, torch.Tensor]):
+        """The drafter's forward: the clean rows under no_grad (the frozen base's computation: the KV cache every
+        draft block reads), then every cut's masks with gradients. (outputs, logits, targets)."""
+        with torch.no_grad():
+            clean = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=True,
+                          logits_to_keep=1)
+        rows = self._draft_rows(inputs)
+        outputs = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids,
+                        cache=clean.cache, use_cache=False, shift_logits=False)
+        return outputs, outputs.logits, rows.targets
+
     # ------------------------------------------------------------------ loss
     def _denoise(self, model, inputs: dict[str, torch.Tensor], noisy: NoisyBatch):
         """One forward over the noised batch: (outputs, logits, targets, loss weights), aligned."""
@@ -309,7 +355,13 @@ class DiffusionTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Masked-diffusion loss: sum over masked tokens of CE / t, divided by the number of loss-carrying tokens of
-        the optimizer step's whole batch (`num_items_in_batch`; this micro-batch's when not given)."""
+        the optimizer step's whole batch (`num_items_in_batch`; this micro-batch's when not given). Gated drafters:
+        CE at every draft position with a target, divided by the step's count of such targets."""
+        if self.drafter_mode:
+            outputs, logits, targets = self._draft(model, inputs)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                                     ignore_index=IGNORE, reduction="sum")
+            return self._normalise(loss, (targets != IGNORE).sum(), num_items_in_batch, outputs, return_outputs)
         noisy = self.noise(
             inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.state.global_step, inputs.get("t")
         )
@@ -323,9 +375,17 @@ class DiffusionTrainer(Trainer):
             # (share of loss-carrying tokens masked and right) x (their mean entropy).
             confidence = confidence_loss(logits, targets, weights)
             loss = loss + self.args.confidence_loss_weight * confidence
+        loss, count, world = self._normalise(loss, noisy.maskable.sum(), num_items_in_batch)
+        if confidence is not None and model.training:
+            self._record_confidence((confidence / count * world).detach())
+        return (loss, outputs) if return_outputs else loss
+
+    def _normalise(self, loss, local_count, num_items_in_batch, outputs=None, return_outputs=None):
+        """`loss` / the step's count (`num_items_in_batch`, all micro-batches and devices; `local_count` when not
+        given). With `return_outputs` set, what `compute_loss` returns; else (loss, count, world)."""
         world = 1
         if num_items_in_batch is None:
-            count = noisy.maskable.sum().clamp(min=1)
+            count = torch.as_tensor(local_count, device=loss.device).clamp(min=1)
         else:
             count = torch.as_tensor(num_items_in_batch, device=loss.device).clamp(min=1)
             if self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -334,8 +394,8 @@ class DiffusionTrainer(Trainer):
         loss = loss / count
         if world > 1:
             loss = loss * world
-        if confidence is not None and model.training:
-            self._record_confidence((confidence / count * world).detach())
+        if return_outputs is None:
+            return loss, count, world
         return (loss, outputs) if return_outputs else loss
 
     def _record_confidence(self, value: torch.Tensor) -> None:
@@ -358,6 +418,15 @@ class DiffusionTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """ELBO terms of one batch: returns its per-token bound and accumulates the exact totals."""
         inputs = self._prepare_inputs(inputs)
+        if self.drafter_mode:  # eval_loss: the drafts' CE per target (eval_ppl_bound is then exp of it)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                _, logits, targets = self._draft(model, inputs)
+                total = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                                          ignore_index=IGNORE, reduction="sum")
+            count = (targets != IGNORE).sum().float()
+            if self._eval_totals is not None:
+                self._eval_totals += torch.stack([total, count]).to(self._eval_totals.device)
+            return (total / count.clamp(min=1)).detach(), None, None
         with torch.no_grad(), self.compute_loss_context_manager():
             if self.causal_prefix:
                 inputs = self._cut_after_eos_block(inputs)
@@ -387,6 +456,20 @@ class DiffusionTrainer(Trainer):
 
 
 # ---------------------------------------------------------------------- helpers
+def _check_drafter_training(args: DiffusionTrainingArguments, peft_config) -> None:
+    """Settings that mean nothing for a gated drafter, refused rather than ignored."""
+    if peft_config is not None:
+        raise ValueError("A gated drafter trains its own adapter (the base stays frozen): leave peft_config=None.")
+    if (args.block_rows or 0) > 0 or args.anneal_steps > 1 or args.confidence_loss_weight > 0:
+        raise ValueError(
+            "block_rows, anneal_steps and confidence_loss_weight shape the diffusion objective; a gated drafter "
+            "trains on draft rows (every cut of the answer, CE at the masks): leave them at 0 / None."
+        )
+    if args.eos_fill:
+        raise ValueError("eos_fill=True trains EOS padding for diffusion canvases; a gated drafter stops at the base's "
+                         "first EOS: leave eos_fill=None (off for drafters).")
+
+
 def _base_model(model):
     """The DiffusionLM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

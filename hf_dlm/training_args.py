@@ -144,6 +144,21 @@ class DiffusionTrainingArguments(TrainingArguments):
             "masks."
         },
     )
+    # ------------------------------------------------------------ gated drafters
+    draft_length: int = field(
+        default=4,
+        metadata={
+            "help": "Gated drafters (drafter='gated_lora'): masks per cut in the draft rows, the draft_length you "
+            "decode with (speculative_generate). Each cut of an answer adds this many positions to the forward."
+        },
+    )
+    draft_cuts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Gated drafters: cuts per row at most (a random subset, seeded like the noise); None trains "
+            "every cut of the answer in one forward. Lower it when long rows do not fit in memory."
+        },
+    )
     # ------------------------------------------------------------ monitoring
     sample_prompts: list[str] | None = field(
         default=None,
@@ -193,6 +208,10 @@ class DiffusionTrainingArguments(TrainingArguments):
             )
         if self.block_length < 1:
             raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
+        if self.draft_length < 1:
+            raise ValueError(f"draft_length must be >= 1 (masks per cut), got {self.draft_length}.")
+        if self.draft_cuts is not None and self.draft_cuts < 1:
+            raise ValueError(f"draft_cuts must be >= 1 or None (every cut), got {self.draft_cuts}.")
         if self.sample_steps is not None and self.sample_steps < 1:
             raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
         if self.sample_max_new_tokens < 1:
