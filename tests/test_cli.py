@@ -131,7 +131,10 @@ def test_generate_loads_a_saved_checkpoint_in_a_fresh_process(tmp_path):
     [
         (["--verify", "--threshold", "0.5"], "threshold do not apply"),
         (["--verify", "--draft-length", "0"], "--draft-length must be >= 1"),
-        (["--draft-length", "3"], "add --verify"),
+        (["--draft-length", "3"], "add --gated or --verify"),
+        (["--gated", "--verify"], "pick one"),
+        (["--gated", "--strategy", "grow"], "length_strategy do not apply"),
+        (["--model", "{ckpt}", "--gated"], "is a diffusion model (no drafter)"),
         (["--model", "{ckpt}", "--verify"], "needs the causal LM that --model was adapted from"),
         (["--model", "{ckpt}", "--verifier", "{ckpt}"], "does not load as a causal LM"),
         (["--model", "{ckpt}", "--verifier", "/no/such/ar"], "/no/such/ar: no such directory"),
@@ -171,3 +174,26 @@ def test_generate_verify_answers_with_the_verifiers_greedy_answer(tmp_path, caps
     expected = expected[: expected.index(0)] if 0 in expected else expected
     assert record["text"] == tok.decode(expected)
     assert record["nfe"] == record["draft_forwards"] + record["verify_forwards"]
+
+
+def test_generate_decodes_a_gated_drafter_checkpoint_as_its_bases_greedy_answer(tmp_path, capsys):
+    import copy
+
+    import torch
+
+    from hf_dlm import DiffusionLM
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    base = tiny_causal_lm("llama", vocab_size=len(tok)).eval()
+    DiffusionLM.from_causal_lm(copy.deepcopy(base), tok, drafter="gated_lora", drafter_rank=4).save_pretrained(tmp_path)
+    cli_main(["generate", "--model", str(tmp_path), "--gated", "--json", "--max-new-tokens", "12", "--draft-length", "3",
+              "--dtype", "float32", "--no-chat-template", "abc"])
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ids = tok("abc", return_tensors="pt").input_ids
+    expected = base.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                             pad_token_id=0, eos_token_id=0)[0, ids.shape[1]:].tolist()
+    expected = expected[: expected.index(0)] if 0 in expected else expected
+    assert record["text"] == tok.decode(expected)
+    assert record["tokens"] == len(expected) and "accepted" in record

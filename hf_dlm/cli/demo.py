@@ -2,6 +2,9 @@
 answers a prompt or two; the denoising is drawn live on a terminal (masks resolving into text), then each answer is
 set next to the one SmolLM2 gives autoregressively, with tokens, forward passes (NFE), tokens per forward and wall
 time. Off a terminal (a pipe, a log) it prints a line per stage instead of the animation.
+
+`--gated` adds a third answer: SmolLM2 with its shipped gated drafter (`load_default_drafter`), which drafts and
+verifies in one forward per round and so gives SmolLM2's own greedy answer in fewer forwards.
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-ar", dest="ar", action="store_false", help="skip the autoregressive comparison")
     parser.add_argument("--step-delay", type=float, default=0.0, help="pause after each drawn step (seconds; "
                         "not counted in the timings)")
+    parser.add_argument("--gated", action="store_true",
+                        help="also answer with SmolLM2's gated drafter (one forward drafts and verifies; SmolLM2's "
+                        "own greedy answer)")
+    parser.add_argument("--draft-length", type=int, default=4, help="tokens drafted per forward with --gated (4)")
     add_model_arguments(parser, "the embedded SmolLM2 diffusion model (then with the AR comparison)")
     add_decoding_arguments(parser)
     return parser
@@ -139,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a --prompt is empty: give some text to answer.")
     if args.step_delay < 0:
         parser.error(f"--step-delay must be >= 0, got {args.step_delay}")
+    if args.draft_length < 1:
+        parser.error(f"--draft-length must be >= 1, got {args.draft_length}")
+    if args.gated and args.model is not None:
+        parser.error("--gated adds the embedded SmolLM2 gated drafter; for a drafter checkpoint of your own use "
+                     "hf-dlm generate --model DIR --gated.")
     settings = decoding_settings(args)
     check_model(parser, args.model)
     check_decoding(parser, args.model, settings)
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from ..evaluation import answer_autoregressive
+    from ..evaluation import answer_autoregressive, answer_gated
 
     console = Console()
     live = args.live and console.is_terminal
@@ -156,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model_or_exit(parser, args.model, args.dtype, args.device, args.threads, status=progress,
                                 autoregressive=with_ar)
     model, ar_model = loaded if with_ar else (loaded, None)
+    drafter = None
+    if args.gated:
+        drafter = load_model_or_exit(parser, None, args.dtype, args.device, args.threads, status=progress, gated=True)
     tokenizer = model.tokenizer
     config = model.generation_config
     shown = {k: settings.get(k, getattr(config, k)) for k in ("length_strategy", "max_new_tokens", "block_length",
@@ -170,14 +185,21 @@ def main(argv: list[str] | None = None) -> int:
         diffusion = _demo_diffusion(model, tokenizer, prompt, settings, live, console, args.step_delay)
         if not live:
             console.print(f"[bold blue]diffusion:[/] {diffusion.text}")
-        ar = None
+        columns = []
         if ar_model is not None:
             with progress("autoregressive answer (one token per forward)"):
                 ar = answer_autoregressive(ar_model, tokenizer, [prompt], max_new_tokens=shown["max_new_tokens"])[0]
-        console.print(side_by_side(prompt, diffusion, ar, shown["length_strategy"]))
-        rows.append((diffusion, ar))
+            columns.append(("autoregressive (SmolLM2)", ar))
+        columns.append((f"diffusion ({shown['length_strategy']})", diffusion))
+        if drafter is not None:
+            with progress(f"gated drafter answer (drafts {args.draft_length} per forward, SmolLM2 verifies)"):
+                gated = answer_gated(drafter, tokenizer, [prompt], max_new_tokens=shown["max_new_tokens"],
+                                     draft_length=args.draft_length)[0]
+            columns.append((f"gated drafter (draft {args.draft_length}, SmolLM2's answer)", gated))
+        console.print(side_by_side(columns))
+        rows.append(columns)
     console.print()
-    console.print(totals_table(rows, shown["length_strategy"]))
+    console.print(totals_table(rows))
     if args.prompt is None and args.count < len(DEMO_PROMPTS):
         print(f"More prompts: hf-dlm demo --prompts {len(DEMO_PROMPTS)}, or --prompt 'your own'.", file=sys.stderr)
     return 0
@@ -204,15 +226,15 @@ def _speed(answer) -> str:
     return f"{len(answer.tokens) / answer.seconds:.1f}" if answer.seconds > 0 else "-"
 
 
-def side_by_side(prompt: str, diffusion, ar, strategy: str):
+def side_by_side(columns: list[tuple]):
+    """One prompt's answers, a column per decoder: `columns` = [(title, Answer), ...]."""
     from rich.table import Table
 
     table = Table(show_lines=True, expand=True, title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
-    if ar is not None:
-        table.add_column("autoregressive (SmolLM2)", ratio=1)
-    table.add_column(f"diffusion ({strategy})", ratio=1)
-    cells = [a for a in (ar, diffusion) if a is not None]
+    for title, _ in columns:
+        table.add_column(title, ratio=1)
+    cells = [answer for _, answer in columns]
     table.add_row("answer", *[a.text for a in cells])
     table.add_row("tokens", *[f"{len(a.tokens)}{'' if a.ended else ' (budget)'}" for a in cells])
     table.add_row("forwards (NFE)", *[str(a.nfe) for a in cells])
@@ -222,15 +244,15 @@ def side_by_side(prompt: str, diffusion, ar, strategy: str):
     return table
 
 
-def totals_table(rows: list[tuple], strategy: str):
+def totals_table(rows: list[list[tuple]]):
+    """Totals per decoder over every prompt: `rows` = one `side_by_side` column list per prompt."""
     from rich.table import Table
 
     table = Table(title="All prompts", title_justify="left")
     for name in ("decoder", "tokens", "forwards (NFE)", "tokens / forward", "wall time", "tokens/s"):
         table.add_column(name, justify="left" if name == "decoder" else "right")
-    for name, answers in ((f"diffusion ({strategy})", [d for d, _ in rows]), ("autoregressive", [a for _, a in rows])):
-        if any(a is None for a in answers):
-            continue
+    for index, (name, _) in enumerate(rows[0]):
+        answers = [columns[index][1] for columns in rows]
         tokens = sum(len(a.tokens) for a in answers)
         nfe = sum(a.nfe for a in answers)
         seconds = sum(a.seconds for a in answers)

@@ -5,6 +5,10 @@ prompt (`predicted_length` and `grew` appear only with `--strategy predict`).
 `--verify` decodes by draft and verify (`hf_dlm.speculative`): the diffusion model drafts `--draft-length` tokens,
 its AR base (SmolLM2 for the embedded default, else `--verifier`) verifies them in one forward and keeps its own
 greedy answer.
+
+`--gated` decodes with a gated drafter (`hf_dlm.drafter_dlm`): one forward per round drafts `--draft-length` tokens
+and verifies the previous round's, the answer is the base's greedy one (SmolLM2 with its shipped drafter by
+default; a `--model` that is a gated drafter checkpoint always decodes this way).
 """
 
 from __future__ import annotations
@@ -48,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "default, --verifier for --model)")
     group.add_argument("--verifier", default=None, metavar="CAUSAL_LM",
                        help="the causal LM --model was adapted from (directory or Hub id); implies --verify")
-    group.add_argument("--draft-length", type=int, default=None, help="tokens drafted per round with --verify (4)")
+    group.add_argument("--draft-length", type=int, default=None,
+                       help="tokens drafted per round with --verify or --gated (4)")
+    group.add_argument("--gated", action="store_true",
+                       help="one forward per round drafts and verifies (a gated drafter: SmolLM2's shipped one by "
+                       "default, or a --model saved with drafter='gated_lora'); the answer is the base's greedy one")
     return parser
 
 
@@ -56,17 +64,23 @@ def check_verify(parser: argparse.ArgumentParser, args, settings: dict) -> None:
     """Draft and verify takes no diffusion decoding setting but the budget: refuse the others, and a custom model
     without the causal LM to verify with."""
     args.verify = args.verify or args.verifier is not None
-    if not args.verify:
+    if args.verify and args.gated:
+        parser.error("--gated drafts and verifies with one model in one forward; --verify uses two models: pick one.")
+    if not (args.verify or args.gated):
         if args.draft_length is not None:
-            parser.error("--draft-length applies to draft and verify: add --verify (or --verifier CAUSAL_LM).")
+            parser.error("--draft-length applies to draft and verify: add --gated or --verify (or --verifier "
+                         "CAUSAL_LM).")
         return
     args.draft_length = 4 if args.draft_length is None else args.draft_length
     if args.draft_length < 1:
         parser.error(f"--draft-length must be >= 1, got {args.draft_length}")
     ignored = sorted(set(settings) - {"max_new_tokens"})
     if ignored:
-        parser.error(f"--verify decodes by draft and verify (one forward per draft, the AR base's greedy answer): "
-                     f"the diffusion decoding settings {', '.join(ignored)} do not apply; drop them.")
+        flag = "--gated" if args.gated else "--verify"
+        parser.error(f"{flag} decodes by draft and verify (the AR base's greedy answer): the diffusion decoding "
+                     f"settings {', '.join(ignored)} do not apply; drop them.")
+    if args.gated:
+        return
     if args.verifier is None and args.model is not None:
         parser.error("--verify needs the causal LM that --model was adapted from: --verifier DIRECTORY_OR_HUB_ID "
                      "(only the embedded default knows its own base).")
@@ -91,16 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     check_verify(parser, args, settings)
     prompts = read_prompts(parser, args.prompts, args.file)
 
-    from ..evaluation import answer_diffusion, answer_speculative
+    from ..evaluation import answer_diffusion, answer_gated, answer_speculative
 
     own_base = args.verify and args.verifier is None  # the embedded default and SmolLM2
     loaded = load_model(parser, args.model, args.dtype, args.device, args.threads, status=progress,
-                        autoregressive=own_base)
+                        autoregressive=own_base, gated=args.gated)
     model, verifier = loaded if own_base else (loaded, None)
+    if args.gated and getattr(model, "drafter", None) is None:
+        parser.error(f"--gated needs a gated drafter; {args.model} is a diffusion model (no drafter). Drop --gated, "
+                     f"or adapt with DiffusionLM.from_causal_lm(..., drafter='gated_lora') and train it.")
+    gated = getattr(model, "drafter", None) is not None
+    if gated and not args.gated:
+        check_verify(parser, argparse.Namespace(**{**vars(args), "gated": True}), settings)
     if args.verifier is not None:
         verifier = load_causal_lm(parser, args.verifier, model)
     try:
-        if verifier is not None:
+        if gated:
+            answers = answer_gated(model, model.tokenizer, prompts, draft_length=args.draft_length or 4,
+                                   batch_size=args.batch_size, chat_template=args.chat_template, **settings)
+        elif verifier is not None:
             answers = answer_speculative(model, verifier, model.tokenizer, prompts, draft_length=args.draft_length,
                                          chat_template=args.chat_template, **settings)
         else:

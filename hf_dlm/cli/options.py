@@ -167,9 +167,11 @@ def _stage_lines(message: str):
 
 
 def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_name: str = "auto",
-               device_name: str | None = None, threads: int | None = None, status=progress, autoregressive=False):
-    """The embedded default (`name_or_path=None`; with `autoregressive=True` also SmolLM2 itself) or a saved
-    DiffusionLM, on the device. Load failures the user can fix end in `parser.error`, not a traceback."""
+               device_name: str | None = None, threads: int | None = None, status=progress, autoregressive=False,
+               gated=False):
+    """The embedded default (`name_or_path=None`; with `autoregressive=True` also SmolLM2 itself; with `gated=True`
+    SmolLM2 with its gated drafter instead of the diffusion adapter) or a saved DiffusionLM, on the device. Load
+    failures the user can fix end in `parser.error`, not a traceback."""
     import torch
 
     from ..loading import ModelNotFoundError, load_diffusion_lm
@@ -179,9 +181,10 @@ def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_
     dtype, device = resolve_dtype(dtype_name), resolve_device(device_name)
     try:
         if name_or_path is None:
-            from ..default import load_default
+            from ..default import load_default, load_default_drafter
 
-            loaded = load_default(dtype, autoregressive=autoregressive, status=status)
+            loader = load_default_drafter if gated else load_default
+            loaded = loader(dtype, autoregressive=autoregressive, status=status)
             return tuple(m.to(device) for m in loaded) if autoregressive else loaded.to(device)
         with status(f"Loading {name_or_path}"):
             # Inference only: the explicit FewRowsHead step (faster LM head for the few rows a step scores, on CPU).

