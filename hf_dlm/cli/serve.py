@@ -22,6 +22,8 @@ from .options import add_decoding_arguments, add_model_arguments, check_decoding
 
 DEFAULT_PORT = 7860  # Gradio's usual port
 DEFAULT_CONCURRENCY = 2
+# The API's model id of the embedded default (a --model is served under the name given): one word, as clients expect.
+DEFAULT_API_MODEL_ID = "hf-dlm-default"
 API_KEY_VARIABLE = "HF_DLM_API_KEY"  # --api-key's default: a key in the environment stays out of `ps` listings
 
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(holder, defaults=defaults, overrides=overrides, ar_available=with_ar,
                      concurrency=args.concurrency, **notes)
     api = build_router(holder, defaults=defaults, overrides=overrides, api_key=args.api_key,
-                       concurrency=args.concurrency)
+                       concurrency=args.concurrency, model_id=args.model or DEFAULT_API_MODEL_ID)
     holder.start()
     return launch(demo, args.host, args.port, api)
 

@@ -408,14 +408,15 @@ def is_loopback(host: str) -> bool:
 
 
 def build_router(holder: ModelHolder, *, defaults: dict, overrides: dict, api_key: str | None = None,
-                 concurrency: int = 2) -> APIRouter:
-    """The /v1 routes. `defaults`: the model's saved generation settings (requests are validated over them);
+                 concurrency: int = 2, model_id: str | None = None) -> APIRouter:
+    """The /v1 routes. `model_id`: the name requests give as `model` (default: the holder's name);
+    `defaults`: the model's saved generation settings (requests are validated over them);
     `overrides`: the decoding flags of `hf-dlm serve`; `api_key`: when set, every /v1 request must carry
     `Authorization: Bearer <api_key>`; `concurrency`: answers decoding at once through the API (the page has its
     own queue)."""
     router = APIRouter(prefix="/v1")
     slots = asyncio.Semaphore(concurrency)
-    model_name = holder.name
+    model_name = model_id or holder.name
     created = int(time.time())
 
     def check_key(request: Request) -> None:
