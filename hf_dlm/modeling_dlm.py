@@ -20,6 +20,7 @@ adapter acts only at mask positions, clean positions are causal and never see a 
 `speculative_generate` drafts and verifies in one forward per round.
 """
 
+import importlib
 from dataclasses import dataclass
 
 import torch
@@ -188,9 +189,11 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
         return from_causal_lm(model_or_path, tokenizer, **kwargs)
 
-    def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
+    def save_pretrained(self, save_directory, *args, tokenizer=None, model_card_metrics=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
-        remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached."""
+        remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached, plus a model card
+        (README.md with Hub metadata) where hf_dlm is installed and no README of the user's is there.
+        `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves."""
         if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
             # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
@@ -201,6 +204,18 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         tokenizer = tokenizer if tokenizer is not None else getattr(self, "tokenizer", None)
         if tokenizer is not None and kwargs.get("is_main_process", True):
             tokenizer.save_pretrained(save_directory)
+        card_writer = model_card_writer()
+        if card_writer is not None and kwargs.get("is_main_process", True):
+            card_writer(save_directory, self, metrics=model_card_metrics)
+
+    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
+        """`push_to_hub`'s last step before uploading. By then transformers has replaced the README.md that
+        `save_pretrained` wrote with the Hub repository's card, or with its generic draft when the repository has
+        none; a draft gives way to hf_dlm's card (named after `repo_id`), a card of the repository's stays."""
+        card_writer = model_card_writer()
+        if card_writer is not None:
+            card_writer(working_dir, self, repo_id)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
     def use_few_rows_head(self, enabled: bool = True) -> "DiffusionLM":
         """Compute the LM head's product for the 2-16 rows a decoding forward scores as `W @ x^T` (`FewRowsHead`);
@@ -382,6 +397,18 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                                               draft_length=draft_length, eos_token_id=eos_token_id)
         finally:
             self.train(was_training)
+
+
+def model_card_writer():
+    """`hf_dlm.model_card.write_model_card` when the hf_dlm package is installed, else None.
+
+    The card is hf_dlm's business (it uses huggingface_hub's ModelCard), and this file travels as remote code that
+    imports only torch and transformers: it is looked up at run time, so that a checkpoint loaded where hf_dlm is
+    not installed still saves (without a card)."""
+    try:
+        return importlib.import_module("hf_dlm.model_card").write_model_card
+    except ImportError:
+        return None
 
 
 def config_max_positions(config) -> int | None:

@@ -454,6 +454,34 @@ class DiffusionTrainer(Trainer):
             output.metrics[f"{metric_key_prefix}_ppl_bound"] = math.exp(min(loss, 700.0))
         return output
 
+    # ------------------------------------------------------------ model card
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None) -> None:
+        """transformers' hook (`Trainer.push_to_hub` calls it): write hf_dlm's model card to `output_dir`, with the
+        training arguments that matter (max_length, block_length, t_min/t_max, steps, learning rate, LoRA rank...)
+        and the datasets named in `dataset` / `dataset_tags` (Hub ids; local files are left out).
+
+        `license` is carried to the card (else the base's, when known); `tags` are added to hf_dlm's;
+        `model_name` (default: `hub_model_id`, else `output_dir`) is the name the card's usage snippet loads.
+        `language`, `finetuned_from`, `tasks` and `dataset_args` are not used: the base model comes from the
+        model's own config and the task is text generation. What is told here stays on the model, so a later
+        `save_pretrained` writes the same card. A README.md of the user's in `output_dir` is never replaced."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import remember, training_summary, write_model_card
+
+        peft_config = None
+        if hasattr(self.model, "peft_config"):
+            peft_config = next(iter(self.model.peft_config.values()), None)
+        names = []
+        for group in (dataset, dataset_tags):
+            names += [group] if isinstance(group, str) else list(group or [])
+        remember(self.model, training=training_summary(self.args, peft_config), datasets=names or None,
+                 license=license)
+        extra = [tags] if isinstance(tags, str) else list(tags or [])
+        write_model_card(self.args.output_dir, self.model, model_name or self.args.hub_model_id or None,
+                         extra_tags=list(dict.fromkeys(self._tag_names + extra)))
+
 
 # ---------------------------------------------------------------------- helpers
 def _check_drafter_training(args: DiffusionTrainingArguments, peft_config) -> None:

@@ -21,7 +21,7 @@ from tests.conftest import BACKBONES, make_dlm
 from tests.isolated import run_without_hf_dlm
 
 REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "settings_dlm.py"}
-SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja"}  # weights, configs, code, tokenizer files
+SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja", ".md"}  # weights, configs, code, tokenizer, card
 PROMPT = torch.tensor([[1, 5, 9, 2, 7, 3], [0, 0, 0, 4, 8, 6]])
 PROMPT_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
 DECODE = dict(max_new_tokens=12, block_length=4, length_strategy="grow", threshold=0.9)
@@ -55,7 +55,7 @@ def checkpoints(tmp_path_factory):
 def test_checkpoint_holds_weights_config_code_tokenizer_and_no_pickle(checkpoints):
     for ckpt in checkpoints.values():
         files = {p.name for p in ckpt.path.iterdir()}
-        assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json"} <= files
+        assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json", "README.md"} <= files
         assert REMOTE_CODE <= files
         unsafe = [f for f in files if Path(f).suffix not in SAFE_SUFFIXES]
         assert not unsafe, f"files that are not safetensors/json/code/tokenizer: {unsafe}"

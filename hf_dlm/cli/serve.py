@@ -2,6 +2,10 @@
 committed tokens, the current block, the predicted bound), with the decoding settings, the figures of each answer
 and, for the embedded default, the same prompt answered autoregressively by SmolLM2 beside it.
 
+The same port answers OpenAI's API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming or not;
+hf_dlm/web/openai_api.py), so OpenAI clients and the tools built on them can call the model; `--api-key` makes
+those routes ask for `Authorization: Bearer <key>`.
+
 The page is up at once; the model loads in the background (about 20 s for the default) and a prompt sent before
 that is told to wait. Binds 127.0.0.1 (this machine only) unless --host says otherwise.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import socket
 import sys
 
@@ -17,6 +22,9 @@ from .options import add_decoding_arguments, add_model_arguments, check_decoding
 
 DEFAULT_PORT = 7860  # Gradio's usual port
 DEFAULT_CONCURRENCY = 2
+# The API's model id of the embedded default (a --model is served under the name given): one word, as clients expect.
+DEFAULT_API_MODEL_ID = "hf-dlm-default"
+API_KEY_VARIABLE = "HF_DLM_API_KEY"  # --api-key's default: a key in the environment stays out of `ps` listings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                        help=f"answers decoded at once, each in its own thread on the one model (default "
                        f"{DEFAULT_CONCURRENCY}); further requests wait in the queue")
+    group.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE) or None, metavar="KEY",
+                       help=f"require `Authorization: Bearer KEY` on the OpenAI-compatible /v1 routes (default: "
+                       f"${API_KEY_VARIABLE}, else no key; set one whenever --host is not a loopback address)")
     group.add_argument("--no-ar", dest="ar", action="store_false",
                        help="do not load the AR twin of the embedded default (no comparison; less memory)")
     add_model_arguments(parser, "the embedded SmolLM2 diffusion model, with the AR comparison")
@@ -80,12 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     check_decoding(parser, args.model, overrides)
     if importlib.util.find_spec("gradio") is None:
         parser.error("the web demo needs gradio: pip install 'hf-dlm[web]' (or pip install gradio)")
+    if args.api_key is not None and not args.api_key.strip():
+        parser.error("--api-key is empty: give the key clients must send, or leave the flag out")
     problem = port_taken(args.host, args.port)
     if problem:
         print(f"hf-dlm serve: error: {problem}", file=sys.stderr)
         return 2
 
+    warning = open_api_warning(args.host, args.api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
     from ..web.app import build_app, launch
+    from ..web.openai_api import build_router
     from ..web.session import LoadedModel, ModelHolder
     from .options import load_model, progress, saved_generation_settings
 
@@ -107,10 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         name = args.model
     holder = ModelHolder(load, name, expected_seconds=20 if args.model is None else None)
     notes = {} if args.model is not None else {"ar_note": "off: hf-dlm serve was started with --no-ar"}
-    demo = build_app(holder, defaults=saved_generation_settings(args.model), overrides=overrides,
-                     ar_available=with_ar, concurrency=args.concurrency, **notes)
+    defaults = saved_generation_settings(args.model)
+    demo = build_app(holder, defaults=defaults, overrides=overrides, ar_available=with_ar,
+                     concurrency=args.concurrency, **notes)
+    api = build_router(holder, defaults=defaults, overrides=overrides, api_key=args.api_key,
+                       concurrency=args.concurrency, model_id=args.model or DEFAULT_API_MODEL_ID)
     holder.start()
-    return launch(demo, args.host, args.port)
+    return launch(demo, args.host, args.port, api)
 
 
-__all__ = ["build_parser", "main", "port_taken"]
+def open_api_warning(host: str, api_key: str | None) -> str | None:
+    """The warning printed when the API is reachable from other machines without a key, or None."""
+    from ..web.openai_api import is_loopback
+
+    if api_key is not None or is_loopback(host):
+        return None
+    rule = "!" * 100
+    return (f"{rule}\nhf-dlm serve: WARNING: --host {host} without --api-key: anyone who can reach this machine can "
+            f"send prompts to the model through\nthe OpenAI-compatible API (/v1) and use its CPU/GPU. Give a key "
+            f"with --api-key KEY (or ${API_KEY_VARIABLE}), or listen on 127.0.0.1.\n{rule}")
+
+
+__all__ = ["build_parser", "main", "open_api_warning", "port_taken"]

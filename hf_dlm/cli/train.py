@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
+    trainer.create_model_card(dataset=data_args.dataset_name)  # README.md: the card, with this run's arguments
     if eval_dataset is not None:
         trainer.evaluate()
     if model_args.use_peft and model_args.merge_adapter and trainer.args.should_save:

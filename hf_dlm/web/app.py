@@ -109,19 +109,35 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: int) -> int:
-    """Serve until interrupted. A port taken between the CLI's check and now is one line and exit code 2."""
+def launch(demo: gr.Blocks, host: str, port: int, api=None) -> int:
+    """Serve until interrupted: the page at `/` and, when given, the `api` routes (a FastAPI `APIRouter`: the
+    OpenAI-compatible /v1 routes) on the same port. The page is mounted on a FastAPI app of ours, routes first, so
+    that /v1 is ours and everything else Gradio's. A port taken between the CLI's check and now is one line and
+    exit code 2."""
+    import fastapi
+    import uvicorn
+
+    app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    if api is not None:
+        app.include_router(api)
+    gr.mount_gradio_app(app, demo, path="", server_name=host, server_port=port, ssr_mode=False, theme=THEME,
+                        css=CSS, show_error=False, mcp_server=False, footer_links=[])
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    where = f"http://{shown}:{port}"
+    api_note = f"; the OpenAI-compatible API at {where}/v1" if api is not None else ""
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:  # listening: say where
+                print(f"hf-dlm serve: the demo is at {where}{api_note} (Ctrl-C stops it)", flush=True)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2))
     try:
-        demo.launch(server_name=host, server_port=port, ssr_mode=False, theme=THEME, css=CSS, quiet=True,
-                    show_error=False, mcp_server=False, footer_links=[], prevent_thread_lock=True)
-    except OSError as error:
-        print(f"hf-dlm serve: error: cannot listen on {host}:{port} ({error}); pick another port with --port",
-              file=sys.stderr)
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind
+        print(f"hf-dlm serve: error: cannot listen on {host}:{port}; pick another port with --port", file=sys.stderr)
         return 2
-    print(f"hf-dlm serve: the demo is at http://{'localhost' if host in ('127.0.0.1', 'localhost') else host}:"
-          f"{port} (Ctrl-C stops it)", flush=True)
-    try:
-        demo.block_thread()
     except KeyboardInterrupt:
         pass
     return 0
