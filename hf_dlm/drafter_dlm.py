@@ -107,13 +107,23 @@ class GatedLoRA(torch.nn.Module):
                     "DiffusionLM.forward (it sets the gate from the mask tokens), not its backbone directly."
                 )
             a, b = self.lora_A[key], self.lora_B[key]
-            delta = (x.to(a.dtype) @ a.T) @ b.T
-            return output + (gate.to(delta.dtype) * delta * self.scale).to(output.dtype)
+            if x.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):
+                x = x.to(a.dtype)
+            delta = (x @ a.T) @ b.T
+            # Three kernels per layer (two thin products and one fused multiply-add): decoding calls this hook on
+            # every projection of every layer, where a CPU pays for each kernel launch more than for its FLOPs.
+            if delta.dtype == output.dtype == gate.dtype:
+                return torch.addcmul(output, gate, delta)
+            return output + (gate.to(delta.dtype) * delta).to(output.dtype)
 
         return hook
 
-    def set_gate(self, is_mask: torch.Tensor | None) -> None:
-        self.gate = None if is_mask is None or not bool(is_mask.any()) else is_mask[..., None]
+    def set_gate(self, is_mask: torch.Tensor | None, dtype: torch.dtype | None = None) -> None:
+        """Gate [B, Q, 1] = scale where the input is the mask token, 0 elsewhere (None when no position is one)."""
+        if is_mask is None or not bool(is_mask.any()):
+            self.gate = None
+            return
+        self.gate = is_mask[..., None].to(dtype or self.mask_embedding.dtype) * self.scale
 
 
 def gated_attention_mask(query_is_mask: torch.Tensor, padding_mask: torch.Tensor, pattern: str = "causal") -> torch.Tensor:

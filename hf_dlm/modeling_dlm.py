@@ -357,8 +357,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         if input_ids is None or inputs_embeds is not None:
             raise ValueError("A gated drafter finds its mask positions in input_ids: pass input_ids, not inputs_embeds.")
         is_mask = input_ids == self.config.mask_token_id
-        self.drafter.set_gate(is_mask)
         embeds = self.get_input_embeddings()(input_ids)
+        self.drafter.set_gate(is_mask, embeds.dtype)
         if self.drafter.gate is not None:
             embeds = torch.where(is_mask[..., None], self.drafter.mask_embedding.to(embeds.dtype), embeds)
         if attention_mask is None or attention_mask.dim() == 2:
