@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--drafter", type=Path, default=None, help="drafter directory (default: the shipped one)")
     parser.add_argument("--draft-lengths", nargs="+", type=int, default=[2, 3, 4, 6])
+    parser.add_argument("--predraft-lengths", nargs="*", type=int, default=[],
+                        help="draft lengths also measured with pre-drafts (a block per outcome, TiDAR)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--limit", type=int, default=None, help="first N held-out prompts")
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.max_new_tokens
     settings = [Setting("ar", budget, None, True, 1)] + [Setting("gated", budget, None, True, k)
                                                           for k in args.draft_lengths]
+    settings += [Setting("gated_predraft", budget, None, True, k) for k in args.predraft_lengths]
     results = []
     for batch_size in args.batch_sizes:
         measured = run(settings, model, tokenizer, records, ar_model=ar, batch_size=batch_size,
@@ -73,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['vs_ar']:.2f}x AR time, same answer {r['agree_ar']:.3f}", file=sys.stderr, flush=True)
         results += measured
     for r in results:
-        if r["method"] == "gated":  # drafts kept per round, from an untimed pass that keeps each round's counts
+        if r["method"] in ("gated", "gated_predraft"):  # drafts kept per round, from an untimed pass
             answers = answer_gated(model, tokenizer, prompts, max_new_tokens=budget, draft_length=r["block_length"],
-                                   batch_size=8)
+                                   batch_size=8, predraft=r["method"] == "gated_predraft")
             r["acceptance_by_position"] = acceptance_by_position(answers, r["block_length"])
             kept = [a for answer in answers for a in answer.extra["accepted"]]
             r["kept_per_round"] = statistics.fmean(kept) if kept else 0.0
-    cost = forward_cost(model, [1] + [2 * k + 1 for k in args.draft_lengths], prefix=128)
+    cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
+                                       *((k + 1) ** 2 for k in args.predraft_lengths)}), prefix=128)
     agreement = None
     if args.agreement_dtype:
         low_model, low_ar = model.to(getattr(torch, args.agreement_dtype)), ar.to(getattr(torch, args.agreement_dtype))

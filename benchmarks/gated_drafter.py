@@ -20,6 +20,7 @@ Writes benchmarks/results/gated_<preset>.{json,md} (or --out).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -30,15 +31,21 @@ sys.path.insert(0, str(HERE))  # the stage modules are siblings of this script
 
 
 def train(preset, work: Path, steps: int, rows_per_step: int, draft_length: int, rank: int, lr: float,
-          draft_cuts: int | None) -> Path:
+          draft_cuts: int | None, more: bool = False) -> Path:
     from common import Stopwatch, task_dataset, write_json
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
 
-    causal = AutoModelForCausalLM.from_pretrained(work / "ar", attn_implementation="sdpa")
-    tokenizer = AutoTokenizer.from_pretrained(work / "ar")
-    model = DiffusionLM.from_causal_lm(causal, tokenizer, drafter="gated_lora", drafter_rank=rank)
+    previous = None
+    if more:  # continue the saved drafter: its adapter, rank and attention; the log gains these steps
+        model = DiffusionLM.from_pretrained(work / "gated")
+        tokenizer = AutoTokenizer.from_pretrained(work / "gated")
+        previous = json.loads((work / "gated" / "train_log.json").read_text())
+    else:
+        causal = AutoModelForCausalLM.from_pretrained(work / "ar", attn_implementation="sdpa")
+        tokenizer = AutoTokenizer.from_pretrained(work / "ar")
+        model = DiffusionLM.from_causal_lm(causal, tokenizer, drafter="gated_lora", drafter_rank=rank)
     args = DiffusionTrainingArguments(
         output_dir=str(work / "gated-run"), max_steps=steps, per_device_train_batch_size=rows_per_step,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=min(50, steps // 10), weight_decay=0.0,
@@ -52,9 +59,14 @@ def train(preset, work: Path, steps: int, rows_per_step: int, draft_length: int,
     path = work / "gated"
     model.save_pretrained(path)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    write_json(path / "train_log.json", {"stage": "gated", "steps": steps, "rows_per_step": rows_per_step,
-                                         "seconds": clock.seconds, "losses": losses, "draft_length": draft_length,
-                                         "rank": rank, "learning_rate": lr, "draft_cuts": draft_cuts})
+    log = {"stage": "gated", "steps": steps, "rows_per_step": rows_per_step, "seconds": clock.seconds,
+           "losses": losses, "draft_length": draft_length, "rank": model.config.drafter_rank, "learning_rate": lr,
+           "draft_cuts": draft_cuts}
+    if previous is not None:
+        log["runs"] = previous.get("runs", [previous]) + [dict(log)]
+        log["steps"] = sum(run["steps"] for run in log["runs"])
+        log["seconds"] = sum(run["seconds"] for run in log["runs"])
+    write_json(path / "train_log.json", log)
     return path
 
 
@@ -108,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="checkpoints (default benchmarks/checkpoints/<preset>)")
     parser.add_argument("--stages", nargs="+", choices=["train", "measure"], default=["train", "measure"])
     parser.add_argument("--force", action="store_true", help="train again even if <work>/gated exists")
+    parser.add_argument("--more", action="store_true",
+                        help="train the saved <work>/gated drafter for --train-steps more steps (a new schedule)")
     parser.add_argument("--train-steps", type=int, default=None, help="default: the preset's diffusion_steps")
     parser.add_argument("--rows-per-step", type=int, default=None, help="default: the preset's diffusion rows")
     parser.add_argument("--train-draft-length", type=int, default=8)
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--draft-lengths", nargs="+", type=int, default=[2, 4, 8])
+    parser.add_argument("--predraft-lengths", nargs="*", type=int, default=[],
+                        help="draft lengths also measured with pre-drafts (a block per outcome, TiDAR)")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--n", type=int, default=None, help="test prompts (default: the preset's n_accuracy)")
     parser.add_argument("--threads", type=int, default=1)
@@ -136,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (work / "ar" / "config.json").is_file():
         parser.error(f"{work / 'ar'} holds no checkpoint: python benchmarks/run.py --preset {args.preset} --stages ar")
     gated = work / "gated"
-    if "train" in args.stages and (args.force or not (gated / "config.json").is_file()):
+    if "train" in args.stages and (args.force or args.more or not (gated / "config.json").is_file()):
         train(preset, work, args.train_steps or preset.diffusion_steps,
               args.rows_per_step or preset.diffusion_rows_per_step, args.train_draft_length, args.rank,
-              args.learning_rate, args.train_draft_cuts)
+              args.learning_rate, args.train_draft_cuts, more=args.more and (gated / "config.json").is_file())
     if "measure" not in args.stages:
         return 0
     ar = AutoModelForCausalLM.from_pretrained(work / "ar").eval()
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = preset.main_budget
     settings = [Setting("ar", budget, None, True, preset.block_length)]
     settings += [Setting("gated", budget, None, True, k) for k in args.draft_lengths]
+    settings += [Setting("gated_predraft", budget, None, True, k) for k in args.predraft_lengths]
     results = []
     for batch_size in args.batch_sizes:
         measured = run(settings, model, tokenizer, records, ar_model=ar, batch_size=batch_size,
@@ -166,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts = [r["prompt"] for r in records]
     for r in results:
-        if r["method"] == "gated":
+        if r["method"] in ("gated", "gated_predraft"):
             answers = answer_gated(model, tokenizer, prompts, max_new_tokens=budget, draft_length=r["block_length"],
-                                   batch_size=16)
+                                   batch_size=16, predraft=r["method"] == "gated_predraft")
             r["acceptance_by_position"] = acceptance_by_position(answers, r["block_length"])
-    cost = forward_cost(model, [1] + [2 * k + 1 for k in args.draft_lengths])
+    cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
+                                       *((k + 1) ** 2 for k in args.predraft_lengths)}))
     out = args.out or HERE / "results" / f"gated_{args.preset}.json"
     table = markdown(results, cost)
     write_json(out, {"preset": preset.to_dict(), "results": results, "forward_ms": cost,

@@ -197,16 +197,22 @@ class SpeculativeOutput:
 
 class _Batch:
     """The live state of one-forward draft and verify: a shared KV cache and, per row, the decided tokens, the
-    pending token (decided, not yet in the cache) and the drafts to check next."""
+    pending token (decided, not yet in the cache) and the drafts to check next.
 
-    def __init__(self, model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length):
+    A round's input, per row: [holes, pending, drafts, mask blocks]. One mask block stands for the outcome "every
+    draft kept" (I-DLM); with `predraft` (TiDAR's pre-drafting, arXiv 2511.08923) there is one block per possible
+    outcome a = 0 .. drafts (block a sees the pending token and the first a drafts only), so the next drafts are
+    ready whatever this round keeps and no round starts cold.
+    """
+
+    def __init__(self, model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft):
         self.model = model
         self.device = input_ids.device
         self.mask_id = model.config.mask_token_id
         self.pad_id, self.eos_ids = pad_id, set(eos_ids)
-        self.budget, self.k = max_new_tokens, draft_length
+        self.budget, self.k, self.predraft = max_new_tokens, draft_length, predraft
         self.limit = model.max_positions
-        self.pattern = model.config.attention
+        self.bidirectional_block = model.config.attention == "causal_prefix"
         batch = input_ids.shape[0]
         self.rows = list(range(batch))  # original row index of each live row
         self.answers: list[list[int]] = [[] for _ in range(batch)]
@@ -223,55 +229,77 @@ class _Batch:
         # Ids the base never emits: the mask token, and ids the adaptation added beyond the base's vocabulary.
         self.vocab = model.config.drafter_base_vocab_size or model.get_input_embeddings().num_embeddings
 
-    def _round_inputs(self, masks: int):
-        """Inputs of the next forward: per row [holes, pending, drafts, masks], left-aligned by holes."""
+    def _clean_inputs(self):
+        """[holes, pending, drafts] per row, right-aligned: ids, real (1 = not a hole), positions [rows, lead]."""
         if self.first is not None:
             ids, real = self.first
             self.first = None
-            pos = (real.cumsum(-1) - 1).clamp(min=0)
-            lead = ids.shape[1]
-        else:
-            width = max(len(s) for s in self.specs)
-            lead = 1 + width
-            ids = torch.full((len(self.rows), lead), self.pad_id, dtype=torch.long)
-            real = torch.zeros(len(self.rows), lead, dtype=torch.long)
-            pos = torch.zeros(len(self.rows), lead, dtype=torch.long)
-            for i in range(len(self.rows)):
-                chain = [self._pending(i)] + self.specs[i]
-                start = lead - len(chain)
-                ids[i, start:] = torch.tensor(chain)
-                real[i, start:] = 1
-                pos[i, start:] = torch.arange(self.lengths[i] - 1, self.lengths[i] - 1 + len(chain))
-            ids, real, pos = ids.to(self.device), real.to(self.device), pos.to(self.device)
-        ends = pos.max(-1).values  # position of the last clean input of each row
-        mask_pos = ends[:, None] + 1 + torch.arange(masks, device=self.device)[None]
+            return ids, real, (real.cumsum(-1) - 1).clamp(min=0)
+        lead = 1 + max(len(s) for s in self.specs)
+        ids = torch.full((len(self.rows), lead), self.pad_id, dtype=torch.long)
+        real = torch.zeros(len(self.rows), lead, dtype=torch.long)
+        pos = torch.zeros(len(self.rows), lead, dtype=torch.long)
+        for i in range(len(self.rows)):
+            chain = [self.answers[self.rows[i]][-1]] + self.specs[i]
+            start = lead - len(chain)
+            ids[i, start:] = torch.tensor(chain)
+            real[i, start:] = 1
+            pos[i, start:] = torch.arange(self.lengths[i] - 1, self.lengths[i] - 1 + len(chain))
+        return ids.to(self.device), real.to(self.device), pos.to(self.device)
+
+    def _round_inputs(self, masks: int):
+        """The round's ids, positions and 4D attention mask, and the outcome each mask block stands for."""
+        ids, real, pos = self._clean_inputs()
+        rows, lead = ids.shape
+        drafts = torch.tensor([len(s) for s in self.specs], device=self.device)
+        blocks = int(drafts.max()) + 1 if (self.predraft and masks) else (1 if masks else 0)
+        # Block b stands for "the first a drafts kept": a = b with pre-drafts (capped at the row's drafts), else all.
+        outcome = torch.minimum(torch.arange(blocks, device=self.device)[None], drafts[:, None]) if self.predraft \
+            else drafts[:, None].expand(rows, blocks)
+        pending_pos = pos[:, -1] - drafts  # position of the pending token
+        j = torch.arange(masks, device=self.device)
+        mask_pos = (pending_pos[:, None, None] + 1 + outcome[..., None] + j).reshape(rows, blocks * masks)
         if self.limit is not None:  # drafts past the budget are never used; keep their positions encodable
             mask_pos = mask_pos.clamp(max=self.limit - 1)
-        ids = torch.cat([ids, torch.full((len(self.rows), masks), self.mask_id, device=self.device)], 1)
-        real = torch.cat([real, torch.ones(len(self.rows), masks, dtype=torch.long, device=self.device)], 1)
+        queries = lead + blocks * masks
+        ids = torch.cat([ids, torch.full((rows, blocks * masks), self.mask_id, device=self.device)], 1)
         pos = torch.cat([pos, mask_pos], 1)
-        return ids, real, pos, lead
-
-    def _pending(self, i: int) -> int:
-        return self.answers[self.rows[i]][-1]
+        # Visibility among this round's positions: clean queries causal over the real clean keys; a block's masks
+        # see the clean keys up to the pending token + its outcome's drafts, and their own block.
+        index = torch.arange(queries, device=self.device)
+        clean_key = (index[None, :] < lead) & torch.cat([real, torch.zeros(rows, queries - lead, dtype=torch.long,
+                                                                            device=self.device)], 1).bool()
+        query_block = ((index - lead) // max(masks, 1)).clamp(min=0)
+        sees = torch.where(
+            (index < lead)[None, :, None],
+            index[None, None, :] <= index[None, :, None],
+            index[None, None, :] <= (lead - 1 - drafts[:, None, None] + outcome.gather(
+                1, query_block[None].expand(rows, -1).clamp(max=max(blocks - 1, 0)))[..., None])
+            if blocks else torch.zeros(1, dtype=torch.bool, device=self.device),
+        ) & clean_key[:, None, :]
+        same_block = ((index[None, :] >= lead) & (index[:, None] >= lead)
+                      & (query_block[None, :] == query_block[:, None]))
+        if not self.bidirectional_block:
+            same_block &= index[None, :] <= index[:, None]
+        current = sees | same_block[None] | torch.eye(queries, dtype=torch.bool, device=self.device)[None]
+        past = self.slots.bool()[:, None, :].expand(rows, queries, -1)
+        attention = torch.cat([past, current], dim=2)[:, None]
+        return ids, real, pos, attention, lead, blocks, outcome
 
     def step(self) -> None:
         live = len(self.rows)
         remaining = [self.budget - len(self.answers[r]) for r in self.rows]
         # Drafts help a row only if, after this round's tokens (at most its drafts + 1), budget is left.
         masks = max(0, min(self.k, max(rem - 1 - len(self.specs[i]) for i, rem in enumerate(remaining))))
-        ids, real, pos, lead = self._round_inputs(masks)
-        query_is_mask = ids == self.mask_id
-        padding = torch.cat([self.slots, real], dim=1)
-        attention = gated_attention_mask(query_is_mask, padding, self.pattern)
+        ids, real, pos, attention, lead, blocks, outcome = self._round_inputs(masks)
         out = self.model(input_ids=ids, attention_mask=attention, position_ids=pos, cache=self.cache, use_cache=True,
                          shift_logits=False)
         self.batch_forwards += 1
         logits = out.logits.float()
         logits[..., self.vocab :] = -torch.inf
         logits[..., self.mask_id] = -torch.inf
-        choices = logits.argmax(-1).tolist()  # [live, lead + masks]
-        keep_slots = real[:, :lead].clone()
+        choices = logits.argmax(-1).tolist()  # [live, lead + blocks * masks]
+        keep_slots = real.clone()
         finished = []
         for i in range(live):
             row = self.rows[i]
@@ -293,10 +321,13 @@ class _Batch:
                     break
             self.lengths[i] += len(new)
             done = len(answer) >= self.budget or answer[-1] in self.eos_ids
-            # The masks drafted the tokens after this round's base token: valid only if every draft was kept.
-            self.specs[i] = [] if done or kept < len(specs) else choices[i][lead : lead + masks]
-            room = self.budget - len(answer) - 1  # a round adds its drafts + 1
-            self.specs[i] = self.specs[i][: max(room, 0)]
+            # The block that stood for this outcome drafted the tokens after this round's base token; without
+            # pre-drafts only "every draft kept" has one, and any rejection leaves the next round without drafts.
+            block = kept if self.predraft else 0
+            has_block = blocks > 0 and int(outcome[i, min(block, blocks - 1)]) == kept
+            start = lead + block * masks
+            self.specs[i] = choices[i][start : start + masks] if (has_block and not done) else []
+            self.specs[i] = self.specs[i][: max(self.budget - len(answer) - 1, 0)]  # a round adds its drafts + 1
             if done:
                 finished.append(i)
         # Keep the clean positions, drop the masks (the cache holds no mask position between rounds).
@@ -349,9 +380,11 @@ def check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens
 @torch.no_grad()
 def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                                max_new_tokens: int = 256, draft_length: int = 4,
-                               eos_token_id: int | list[int] | None = None) -> SpeculativeOutput:
+                               eos_token_id: int | list[int] | None = None,
+                               predraft: bool = False) -> SpeculativeOutput:
     """Greedy answers of a gated drafter's base, one forward per round (module docstring). Rows of a batch share
-    every forward and leave it when they end; each row may keep a different number of drafts per round."""
+    every forward and leave it when they end; each row may keep a different number of drafts per round.
+    `predraft=True` drafts for every possible outcome of the round (TiDAR): (k + 1) * k masks instead of k."""
     check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens, draft_length)
     if eos_token_id is None:
         eos_ids = list(model.config.eos_token_ids)
@@ -368,7 +401,7 @@ def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mas
         raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab}): wrong tokenizer for this model?")
     if (real == model.config.mask_token_id).any():
         raise ValueError(f"The prompt contains the mask token (id {model.config.mask_token_id}): remove it from the text.")
-    state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length)
+    state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft)
     state.run()
     width = max(map(len, state.answers))
     tail = torch.full((len(state.answers), width), pad_id, dtype=torch.long, device=input_ids.device)

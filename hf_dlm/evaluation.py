@@ -169,7 +169,7 @@ def answer_speculative(drafter, verifier, tokenizer, prompts: Sequence[str], *, 
 
 @torch.no_grad()
 def answer_gated(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 256, draft_length: int = 4,
-                 batch_size: int = 1, chat_template: bool | None = None) -> list[Answer]:
+                 batch_size: int = 1, chat_template: bool | None = None, predraft: bool = False) -> list[Answer]:
     """Answers of a gated drafter (`model.speculative_generate`): its base's greedy answers, drafted and verified in
     one forward per round, rows batched. NFE = forwards the row took part in; `extra` holds the drafts kept per
     round and the drafts proposed."""
@@ -178,7 +178,8 @@ def answer_gated(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: in
     for batch in _batches(list(prompts), batch_size):
         inputs = {k: v.to(model.device) for k, v in chat_inputs(tokenizer, batch, chat_template).items()}
         start = time.perf_counter()
-        out = model.speculative_generate(**inputs, max_new_tokens=max_new_tokens, draft_length=draft_length)
+        out = model.speculative_generate(**inputs, max_new_tokens=max_new_tokens, draft_length=draft_length,
+                                         predraft=predraft)
         seconds = time.perf_counter() - start
         generated = out.sequences[:, inputs["input_ids"].shape[1] :]
         for i, (prompt, row) in enumerate(zip(batch, generated.tolist())):

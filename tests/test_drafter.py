@@ -54,11 +54,14 @@ def left_padded(tok, prompts):
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 @pytest.mark.parametrize("attention", ["causal", "causal_prefix"])
 @pytest.mark.parametrize("draft_length", [1, 3, 6])
-def test_a_batch_decodes_to_the_bases_greedy_answers_whatever_the_adapter(model_type, attention, draft_length):
+@pytest.mark.parametrize("predraft", [False, True])
+def test_a_batch_decodes_to_the_bases_greedy_answers_whatever_the_adapter(model_type, attention, draft_length,
+                                                                           predraft):
     model, base, tok = gated(model_type, attention)
     eos = model.config.eos_token_ids[0]
     enc = left_padded(tok, PROMPTS)
-    out = model.speculative_generate(enc.input_ids, enc.attention_mask, max_new_tokens=24, draft_length=draft_length)
+    out = model.speculative_generate(enc.input_ids, enc.attention_mask, max_new_tokens=24, draft_length=draft_length,
+                                     predraft=predraft)
     for prompt, got in zip(PROMPTS, answers(out, enc.input_ids.shape[1])):
         assert got == greedy(base, tok(prompt, return_tensors="pt").input_ids, 24, eos), prompt
 
@@ -86,6 +89,49 @@ def test_a_budget_that_reaches_the_context_limit_decodes_exactly():
     assert answers(out, ids.shape[1])[0] == greedy(base, ids, 24 - ids.shape[1], model.config.eos_token_ids[0])
     with pytest.raises(ValueError, match="exceeds the model's 24 positions"):
         model.speculative_generate(ids, max_new_tokens=25 - ids.shape[1])
+
+
+def test_pre_drafts_are_what_the_block_of_that_outcome_would_draft_alone():
+    # Pre-drafting (TiDAR) puts one mask block per outcome in the forward; block a must draft exactly what a round
+    # whose drafts were cut to a would: the blocks must not see each other, nor the drafts after their outcome.
+    model, _, tok = gated("llama")
+    mask = model.config.mask_token_id
+    ids = tok("the cat sat", return_tensors="pt").input_ids
+    specs = tok("xyz", return_tensors="pt").input_ids[0].tolist()
+    k = 2
+    from hf_dlm.drafter_dlm import _Batch
+
+    with torch.no_grad():
+        for kept in range(len(specs) + 1):
+            alone = torch.cat([ids, torch.tensor([specs[:kept] + [mask] * k])], 1)
+            expected = model(input_ids=alone, shift_logits=False).logits[0, -k:]
+            # One forward with every block, built the way the decoder builds a round: the prompt minus its last
+            # token in the cache, the last token pending, three drafts to check.
+            batch = _Batch(model, ids, torch.ones_like(ids), [0], 0, 30, k, predraft=True)
+            batch.first = None
+            prefix = ids[:, :-1]
+            model(input_ids=prefix, cache=batch.cache, use_cache=True)
+            batch.slots = torch.ones_like(prefix)
+            batch.answers[0] = [ids[0, -1].item()]
+            batch.lengths = [ids.shape[1]]
+            batch.specs = [specs]
+            inputs, real, pos, attention, lead, blocks, outcome = batch._round_inputs(k)
+            got = model(input_ids=inputs, attention_mask=attention, position_ids=pos, cache=batch.cache,
+                        use_cache=True, shift_logits=False).logits[0, lead + kept * k : lead + kept * k + k]
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_with_pre_drafts_no_round_after_the_first_goes_without_drafts():
+    model, base, tok = gated("gpt2")
+    enc = left_padded(tok, PROMPTS)
+    out = model.speculative_generate(enc.input_ids, enc.attention_mask, max_new_tokens=20, draft_length=3,
+                                     predraft=True)
+    cold = model.speculative_generate(enc.input_ids, enc.attention_mask, max_new_tokens=20, draft_length=3)
+    for i in range(len(PROMPTS)):
+        rounds_with_drafts = len(out.accepted[i])
+        # Every round checks drafts but the first and one whose budget leaves no room for any.
+        assert rounds_with_drafts >= out.verify_forwards[i] - 2
+        assert len(cold.accepted[i]) < cold.verify_forwards[i] - 2  # without them, rejections cost a cold round
 
 
 def test_when_every_draft_is_right_a_forward_yields_draft_length_plus_one_tokens():

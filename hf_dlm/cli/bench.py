@@ -42,8 +42,9 @@ STRATEGIES = ("fixed", "grow", "predict")
 @dataclass(frozen=True)
 class Setting:
     """One way of decoding. `method` is "ar", a length strategy, "speculative" (draft and verify: the diffusion
-    model drafts `block_length` tokens, the AR model verifies; `threshold` unused) or "gated" (a gated drafter drafts
-    `block_length` tokens and its base verifies them in the same forward); `threshold=None` is one token per step."""
+    model drafts `block_length` tokens, the AR model verifies; `threshold` unused), "gated" (a gated drafter drafts
+    `block_length` tokens and its base verifies them in the same forward) or "gated_predraft" (the same with a draft
+    block for every outcome, TiDAR's pre-drafting); `threshold=None` is one token per step."""
 
     method: str
     budget: int
@@ -61,8 +62,9 @@ class Setting:
             return "AR generate" + ("" if self.use_cache else " (no cache)")
         if self.method == "speculative":
             return f"draft {self.block_length} + AR verify"
-        if self.method == "gated":
-            return f"gated draft {self.block_length} (one forward)"
+        if self.method in ("gated", "gated_predraft"):
+            extra = " + pre-drafts" if self.method == "gated_predraft" else ""
+            return f"gated draft {self.block_length}{extra} (one forward)"
         unmask = "1 tok/step" if self.threshold is None else f"thr {self.threshold:g}"
         return f"{self.method} {unmask} {'cache' if self.use_cache else 'no cache'}"
 
@@ -122,9 +124,9 @@ def causal_twin(dlm):
 def _decode(setting: Setting, dlm, ar_model, tokenizer, prompts: list[str]) -> list[Answer]:
     from ..evaluation import answer_autoregressive, answer_diffusion, answer_gated, answer_speculative
 
-    if setting.method == "gated":
+    if setting.method in ("gated", "gated_predraft"):
         return answer_gated(dlm, tokenizer, prompts, max_new_tokens=setting.budget, draft_length=setting.block_length,
-                            batch_size=len(prompts))
+                            batch_size=len(prompts), predraft=setting.method == "gated_predraft")
     if setting.method == "speculative":
         return answer_speculative(dlm, ar_model, tokenizer, prompts, max_new_tokens=setting.budget,
                                   draft_length=setting.block_length)
@@ -145,7 +147,7 @@ def run(settings: Sequence[Setting], dlm, tokenizer, records: Sequence[dict], *,
                          "speed only).")
     prompts = [r["prompt"] for r in records]
     # Warm-up (untimed): the first call of a model pays for lazy initialisation that no later call pays.
-    for method in {s.method if s.method in ("ar", "gated") else "fixed" for s in settings}:
+    for method in {s.method if s.method in ("ar", "gated", "gated_predraft") else "fixed" for s in settings}:
         warm = Setting(method, 8, 0.9, True, min(8, settings[0].block_length))
         _decode(warm, dlm, ar_model, tokenizer, prompts[:2])
     answers: dict[tuple, list[Answer]] = {s.key(): [] for s in settings}
