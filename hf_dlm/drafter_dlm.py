@@ -205,8 +205,9 @@ class _Batch:
     ready whatever this round keeps and no round starts cold.
     """
 
-    def __init__(self, model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft):
-        self.model = model
+    def __init__(self, model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft,
+                 streamer=None):
+        self.model, self.streamer = model, streamer
         self.device = input_ids.device
         self.mask_id = model.config.mask_token_id
         self.pad_id, self.eos_ids = pad_id, set(eos_ids)
@@ -315,10 +316,13 @@ class _Batch:
             keep_slots[i, lead - len(specs) + kept : lead] = 0  # rejected drafts become holes of the cache
             new = (specs[:kept] + [verdicts[kept]])[: remaining[i]]
             answer = self.answers[row]
+            before = len(answer)
             for token in new:
                 answer.append(token)
                 if token in self.eos_ids:
                     break
+            if self.streamer is not None:  # batch 1 (checked): the round's decided tokens, as `generate` streams
+                self.streamer.put(torch.tensor(answer[before:]))
             self.lengths[i] += len(new)
             done = len(answer) >= self.budget or answer[-1] in self.eos_ids
             # The block that stood for this outcome drafted the tokens after this round's base token; without
@@ -381,10 +385,12 @@ def check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens
 def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                                max_new_tokens: int = 256, draft_length: int = 4,
                                eos_token_id: int | list[int] | None = None,
-                               predraft: bool = False) -> SpeculativeOutput:
+                               predraft: bool = False, streamer=None) -> SpeculativeOutput:
     """Greedy answers of a gated drafter's base, one forward per round (module docstring). Rows of a batch share
     every forward and leave it when they end; each row may keep a different number of drafts per round.
-    `predraft=True` drafts for every possible outcome of the round (TiDAR): (k + 1) * k masks instead of k."""
+    `predraft=True` drafts for every possible outcome of the round (TiDAR): (k + 1) * k masks instead of k.
+    `streamer` (batch 1, transformers' `put` / `end` protocol): the prompt, then each round's decided tokens;
+    `end()` when decoding stops, also when it fails."""
     check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens, draft_length)
     if eos_token_id is None:
         eos_ids = list(model.config.eos_token_ids)
@@ -401,8 +407,17 @@ def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mas
         raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab}): wrong tokenizer for this model?")
     if (real == model.config.mask_token_id).any():
         raise ValueError(f"The prompt contains the mask token (id {model.config.mask_token_id}): remove it from the text.")
-    state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft)
-    state.run()
+    if streamer is not None and input_ids.shape[0] != 1:
+        raise ValueError(f"streamer= streams one answer: pass a batch of 1 prompt (got {input_ids.shape[0]}).")
+    state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft,
+                   streamer)
+    if streamer is not None:
+        streamer.put(input_ids[0][attention_mask[0].bool()].cpu())
+    try:
+        state.run()
+    finally:
+        if streamer is not None:
+            streamer.end()
     width = max(map(len, state.answers))
     tail = torch.full((len(state.answers), width), pad_id, dtype=torch.long, device=input_ids.device)
     for i, answer in enumerate(state.answers):

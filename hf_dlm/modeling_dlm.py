@@ -371,7 +371,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     def speculative_generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                              max_new_tokens: int = 256, draft_length: int = 4,
-                             eos_token_id: int | list[int] | None = None, predraft: bool = False):
+                             eos_token_id: int | list[int] | None = None, predraft: bool = False, streamer=None):
         """The base causal LM's greedy answers, drafted and verified in one forward per round (gated drafters only;
         `hf_dlm.drafter_dlm` explains the round). Returns a `SpeculativeOutput`: `sequences` (prompts as given,
         answers right-padded with pad after their EOS), `verify_forwards` (forwards per row), `accepted` (drafts kept
@@ -384,6 +384,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
             eos_token_id: stop ids; default `config.eos_token_id`.
             predraft: also draft for every outcome short of "all kept" (TiDAR's pre-drafting: (k + 1) * k masks per
                 forward instead of k), so that a rejected draft does not leave the next round without drafts.
+            streamer: a transformers streamer (`TextStreamer`, `TextIteratorStreamer`, ...; batch 1): the prompt,
+                then the tokens each round decides.
         """
         if self.drafter is None:
             raise ValueError(
@@ -397,7 +399,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         try:
             return gated_speculative_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                               draft_length=draft_length, eos_token_id=eos_token_id,
-                                              predraft=predraft)
+                                              predraft=predraft, streamer=streamer)
         finally:
             self.train(was_training)
 

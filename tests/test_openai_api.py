@@ -271,3 +271,43 @@ def test_only_loopback_hosts_go_without_a_warning():
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
     assert open_api_warning("127.0.0.1", None) is None and open_api_warning("0.0.0.0", "k") is None
     assert "WARNING" in open_api_warning("0.0.0.0", None) and "--api-key" in open_api_warning("0.0.0.0", None)
+
+
+def test_a_gated_drafter_answers_through_the_api_with_its_bases_greedy_text(tmp_path):
+    """A gated drafter checkpoint served as is: completions (streamed or not) are its base's greedy answer."""
+    import copy
+
+    import torch
+
+    from hf_dlm import DiffusionLM
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    base = tiny_causal_lm("llama", vocab_size=len(tok)).eval()
+    model = DiffusionLM.from_causal_lm(copy.deepcopy(base), tok, drafter="gated_lora", drafter_rank=4)
+    model.save_pretrained(tmp_path / "gated")
+    ids = tok("abc", return_tensors="pt").input_ids
+    expected = base.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                             pad_token_id=0, eos_token_id=0)[0, ids.shape[1]:].tolist()
+    expected = tok.decode(expected[: expected.index(0)] if 0 in expected else expected)
+    port = free_port()
+    process = start_server(["--model", str(tmp_path / "gated"), "--dtype", "float32", "--threads", "1"], port,
+                           tmp_path / "serve.log")
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        name = str(tmp_path / "gated")
+        for _ in range(600):
+            try:
+                answer = client.completions.create(model=name, prompt="abc", max_tokens=10, temperature=0)
+                break
+            except openai.APIStatusError as error:
+                assert error.status_code == 503, error
+                threading.Event().wait(0.2)
+        assert answer.choices[0].text == expected
+        chunks = client.completions.create(model=name, prompt="abc", max_tokens=10, stream=True)
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == expected
+        with pytest.raises(openai.BadRequestError, match="greedy"):
+            client.completions.create(model=name, prompt="abc", max_tokens=10, temperature=0.8)
+    finally:
+        stop_server(process)

@@ -310,10 +310,14 @@ def decode(model, input_ids, job: Job, emit: Callable[[str], None], cancel: thre
             raise DecodingStopped
 
     begin = time.perf_counter()
+    streamer = _DecidedStreamer(text, emit, cancel)
     try:
-        out = model.diffusion_generate(input_ids, return_dict_in_generate=True, callback=on_step,
-                                       streamer=_DecidedStreamer(text, emit, cancel), **job.settings)
-        nfe = int(out.nfe_per_row[0])
+        if getattr(model, "drafter", None) is not None:
+            nfe = _decode_gated(model, input_ids, job, streamer, last)
+        else:
+            out = model.diffusion_generate(input_ids, return_dict_in_generate=True, callback=on_step,
+                                           streamer=streamer, **job.settings)
+            nfe = int(out.nfe_per_row[0])
     except DecodingStopped:
         if not text.stopped:
             raise  # the client went away
@@ -323,6 +327,38 @@ def decode(model, input_ids, job: Job, emit: Callable[[str], None], cancel: thre
         emit(rest)
     return Outcome(text.text, text.finish_reason, int(input_ids.shape[1]), text.completion_tokens, nfe,
                    time.perf_counter() - begin)
+
+
+def _decode_gated(model, input_ids, job: Job, streamer, last: dict) -> int:
+    """A gated drafter answers as its base does, greedily (`speculative_generate`); sampling settings are refused."""
+    settings = dict(job.settings)
+    budget = settings.pop("max_new_tokens", model.generation_config.max_new_tokens)
+    temperature = settings.pop("temperature", 0.0)
+    settings.pop("seed", None)
+    if temperature not in (0, 0.0, None) or settings.pop("top_p", None) is not None:
+        raise APIError(400, "This model is a gated drafter: it returns its base's greedy answer, so temperature "
+                       "must be 0 and top_p unset (or 1).", "temperature")
+    if settings:
+        raise APIError(400, f"This model is a gated drafter (one forward drafts and verifies): the diffusion "
+                       f"settings {sorted(settings)} do not apply; start hf-dlm serve without them.", None)
+    counted = _CountingStreamer(streamer, last)
+    out = model.speculative_generate(input_ids, max_new_tokens=budget, streamer=counted)
+    return int(out.verify_forwards[0])
+
+
+class _CountingStreamer:
+    """Counts the rounds (forwards) a gated drafter made, for an answer a stop string ends early."""
+
+    def __init__(self, inner, last: dict):
+        self.inner, self.last = inner, last
+
+    def put(self, tokens) -> None:
+        if self.inner.prompt_seen:
+            self.last["nfe"] += 1
+        self.inner.put(tokens)
+
+    def end(self) -> None:
+        self.inner.end()
 
 
 # ----------------------------------------------------------------------------------------------- responses
