@@ -289,3 +289,21 @@ def test_a_saved_drafter_loads_back_and_as_remote_code_without_hf_dlm(tmp_path):
         print("ok")
     """
     assert "ok" in run_without_hf_dlm(script, cwd=str(tmp_path)).stdout
+
+
+@pytest.mark.parametrize("rows", [
+    [{"text": "abcabcabc abcabc"}, {"text": "the cat sat on the mat"}],
+    [{"messages": [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "cdcdcd"}]}] * 2,
+])
+def test_drafters_train_on_text_and_messages_data(tmp_path, rows):
+    model, _, tok = gated(noisy_adapter=False)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    before = {n: p.clone() for n, p in model.drafter.named_parameters()}
+    args = DiffusionTrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2,
+                                      report_to=[], max_length=32, save_strategy="no", draft_length=2,
+                                      logging_steps=1, learning_rate=1e-2)
+    trainer = DiffusionTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(p, before[n]) for n, p in model.drafter.named_parameters())
