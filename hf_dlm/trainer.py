@@ -35,6 +35,7 @@ from transformers import (
     TrainerCallback,
 )
 
+from .checks import check_before_training
 from .configuration_dlm import DiffusionLMConfig
 from .data import (
     MODEL_COLUMNS,
@@ -164,6 +165,7 @@ class DiffusionTrainer(Trainer):
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
                 "DiffusionLM.from_causal_lm(model, tokenizer)."
             )
+        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         self.drafter_mode = getattr(config, "drafter", None) is not None
         if self.drafter_mode:
             _check_drafter_training(args, peft_config)
