@@ -34,6 +34,9 @@ def check_model_source(name: str) -> None:
         if not path.is_dir():
             raise ModelNotFoundError(f"{name} is a file, not a model directory (for a GGUF file pass its directory "
                                      f"and gguf_file=NAME).")
+        if not os.access(path, os.R_OK | os.X_OK):  # else it would read as "holds no config.json"
+            raise ModelNotFoundError(f"{name}: permission denied, the directory cannot be read (check its "
+                                     f"permissions or owner).")
         if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
             raise ModelNotFoundError(f"{name} holds no config.json: not a saved model directory.")
         return

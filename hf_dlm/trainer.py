@@ -165,7 +165,6 @@ class DiffusionTrainer(Trainer):
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
                 "DiffusionLM.from_causal_lm(model, tokenizer)."
             )
-        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         self.drafter_mode = getattr(config, "drafter", None) is not None
         if self.drafter_mode:
             _check_drafter_training(args, peft_config)
@@ -179,6 +178,7 @@ class DiffusionTrainer(Trainer):
         if self.causal_prefix and not config.shift_logits:
             raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
                              "first token of each block).")
+        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         if peft_config is not None:
             model = apply_peft(model, peft_config)
 

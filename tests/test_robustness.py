@@ -158,6 +158,7 @@ def test_train_overwrite_output_dir_is_a_flag():
          "does not exist"),
         (["calibrate", "--model", "{ckpt}", "--prompts", "{prompts}", "--threads", "-1"], "--threads must be >= 1"),
         (["generate", "--file", "{binary}", "Hi"], "is not UTF-8 text"),
+        (["serve", "--device", "garbage"], "--device 'garbage' is not a device"),
         (["distill", "--model", "{ckpt}", "--prompts", "{empty}", "--output_dir", "{tmp}/o"],
          "empty.jsonl holds no prompt: give a text file"),
         (["distill", "--model", "{ckpt}", "--prompts", "{prompts}", "--output_dir", "{ckpt}"],
@@ -226,6 +227,13 @@ def test_generate_explains_a_broken_checkpoint_or_device_in_one_line(checkpoint,
     model = copy_of(checkpoint, tmp_path, change)
     assert says in cli_error(capsys, ["generate", "--model", str(model), "--max-new-tokens", "4", "--block-length",
                                       "4", *argv, "ab"])
+
+
+def test_an_unreadable_model_directory_is_said_so(checkpoint, capsys, monkeypatch):
+    """Permissions are not enforced for root (these tests may run as root), so the check is made to see them."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == checkpoint else real_access(path, mode))
+    assert "permission denied" in cli_error(capsys, ["generate", "--model", str(checkpoint), "ab"])
 
 
 # --------------------------------------------------------------------------------- token ids at load and training
