@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from .cli.paths import write_text_atomically
 from .generation_dlm import _Decoder, eos_probabilities, length_bound, predicted_lengths
 
 DEFAULT_TARGET_COVERAGE = 0.95
@@ -235,7 +236,7 @@ def write_length_rule(directory: str | Path, rule: LengthRule) -> Path:
         )
     config = json.loads(path.read_text())
     config.update(rule.settings())
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(path, json.dumps(config, indent=2, sort_keys=True) + "\n")  # never half a config
     return path
 
 

@@ -57,22 +57,29 @@ def _eos_id(tokenizer: PreTrainedTokenizerBase, eos_token_id: int | None) -> int
     return int(eos)
 
 
-def tokenize_text(batch: dict[str, list], tokenizer, text_field: str, eos_token_id: int) -> dict[str, list]:
-    """Documents -> tokens + EOS; every token carries loss."""
+def tokenize_text(batch: dict[str, list], tokenizer, text_field: str, eos_token_id: int,
+                  indices: list[int] | None = None) -> dict[str, list]:
+    """Documents -> tokens + EOS; every token carries loss. `indices`: the rows' numbers, for error messages."""
+    for index, text in zip(indices or range(len(batch[text_field])), batch[text_field]):
+        _require_text(text, f"row {index}: {text_field!r}")
     encoded = tokenizer(batch[text_field])["input_ids"]
     input_ids = [ids + [eos_token_id] if not ids or ids[-1] != eos_token_id else ids for ids in encoded]
     return {"input_ids": input_ids, "loss_mask": [[1] * len(ids) for ids in input_ids]}
 
 
-def tokenize_prompt_completion(example: dict[str, Any], tokenizer, eos_token_id: int) -> dict[str, list]:
+def tokenize_prompt_completion(example: dict[str, Any], tokenizer, eos_token_id: int,
+                               index: int | None = None) -> dict[str, list]:
     """Prompt (no loss) + completion + EOS (loss).
 
     The two parts are tokenised separately: at inference the prompt is tokenised alone and the model continues it,
     so a BPE merge across the boundary would be a token the model never sees at the start of an answer.
     """
     prompt, completion = example["prompt"], example["completion"]
-    if isinstance(prompt, list):  # conversational: the completion's assistant turns carry the loss
-        return tokenize_messages({"messages": prompt + completion}, tokenizer, eos_token_id, loss_from=len(prompt))
+    if isinstance(prompt, list) and isinstance(completion, list):  # conversational: the completion's turns carry loss
+        return tokenize_messages({"messages": prompt + completion}, tokenizer, eos_token_id, loss_from=len(prompt),
+                                 index=index)
+    _require_text(prompt, f"row {index}: 'prompt'")
+    _require_text(completion, f"row {index}: 'completion'")
     prompt_ids = tokenizer(prompt)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if not completion_ids or completion_ids[-1] != eos_token_id:
@@ -83,7 +90,8 @@ def tokenize_prompt_completion(example: dict[str, Any], tokenizer, eos_token_id:
     }
 
 
-def tokenize_messages(example: dict[str, Any], tokenizer, eos_token_id: int, loss_from: int = 0) -> dict[str, list]:
+def tokenize_messages(example: dict[str, Any], tokenizer, eos_token_id: int, loss_from: int = 0,
+                      index: int | None = None) -> dict[str, list]:
     """A conversation through the chat template; assistant turns (from message `loss_from` on) carry loss.
 
     Each assistant turn's span is found by rendering the conversation up to it (with the generation prompt) and
@@ -92,7 +100,7 @@ def tokenize_messages(example: dict[str, Any], tokenizer, eos_token_id: int, los
     without needing `{% generation %}` markers. An EOS is appended when no assistant turn holds one (templates that
 end turns with a token other than EOS), so that the answer's end is always a target.
     """
-    messages = list(example["messages"])
+    messages = _check_messages(example["messages"], index)
 
     def render(conversation, add_generation_prompt=False) -> list[int]:
         if not conversation:
@@ -115,6 +123,45 @@ end turns with a token other than EOS), so that the answer's end is always a tar
     if any(loss_mask) and not any(m and tok == eos_token_id for tok, m in zip(input_ids, loss_mask)):
         input_ids, loss_mask = input_ids + [eos_token_id], loss_mask + [1]
     return {"input_ids": input_ids, "loss_mask": loss_mask}
+
+
+class _Indexed:
+    """`fn(example_or_batch, index=...)` called as `datasets.map(..., with_indices=True)` calls it, so that a bad
+    row's error names its number. A module-level class (not a closure): `map(num_proc=...)` pickles it."""
+
+    def __init__(self, fn, keyword: str):
+        self.fn, self.keyword = fn, keyword
+
+    def __call__(self, example, index):
+        return self.fn(example, **{self.keyword: index})
+
+
+def _require_text(value, where: str) -> None:
+    """A text field must be a string: None (a missing value in a JSON or CSV file) would reach the tokenizer as
+    "TextEncodeInput must be Union[...]"."""
+    if not isinstance(value, str):
+        raise ValueError(f"Bad training data, {where} is {_shown(value)}, not a string: fix or drop that row.")
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_messages(messages, index: int | None) -> list[dict]:
+    """Every message of a conversation is a mapping with a string `role` and `content` (chat templates read both)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"Bad training data, row {index}: 'messages' is {_shown(messages)}, not a non-empty list of "
+                         f"{{'role': ..., 'content': ...}} messages.")
+    for number, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValueError(f"Bad training data, row {index}, message {number}: {_shown(message)} is not a "
+                             f"{{'role': ..., 'content': ...}} mapping.")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise ValueError(f"Bad training data, row {index}, message {number}: no string {key!r} (got "
+                                 f"{_shown(message.get(key))}); every message needs 'role' and 'content'.")
+    return list(messages)
 
 
 def pack_text(batch: dict[str, list], max_length: int) -> dict[str, list]:
@@ -188,6 +235,7 @@ def prepare_dataset(
     token carries loss). Work runs through `datasets.map`, so it is cached for datasets backed by files and lazy for
     streaming ones. `packing=None` packs `text` and leaves SFT examples one per row.
     """
+    _refuse_empty(dataset, "The training dataset has no rows: give data with at least one example.")
     columns = column_names(dataset)
     if "input_ids" in columns:
         return dataset
@@ -205,7 +253,8 @@ def prepare_dataset(
         if tokenizer.chat_template is None:
             raise ValueError("The 'messages' format needs a chat template: set tokenizer.chat_template.")
         fn, batched = partial(tokenize_messages, tokenizer=tokenizer, eos_token_id=eos), False
-    dataset = dataset.map(fn, batched=batched, remove_columns=columns, **map_kwargs)
+    fn = _Indexed(fn, "indices" if batched else "index")
+    dataset = dataset.map(fn, batched=batched, with_indices=True, remove_columns=columns, **map_kwargs)
 
     packing = dataset_format == "text" if packing is None else packing
     if packing and max_length is None:
@@ -218,7 +267,18 @@ def prepare_dataset(
     elif max_length is not None:
         dataset = dataset.map(partial(truncate, max_length=max_length), **_desc(map_kwargs, "Truncating"))
     # A prompt that fills the whole row leaves nothing to learn from.
-    return dataset.filter(_has_loss, **({} if streaming else {"num_proc": num_proc}))
+    dataset = dataset.filter(_has_loss, **({} if streaming else {"num_proc": num_proc}))
+    _refuse_empty(dataset, f"Every row of the training data was dropped: none has a token to learn from within "
+                  f"max_length={max_length} (each prompt fills its row, or every answer is empty). Raise max_length "
+                  f"or shorten the prompts.")
+    return dataset
+
+
+def _refuse_empty(dataset, message: str) -> None:
+    """A dataset with no rows fails much later with a message about something else (transformers' "set
+    remove_unused_columns=False", a sampler's "num_samples=0"): refuse it here. Streaming datasets are not counted."""
+    if hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(message)
 
 
 def _desc(map_kwargs: dict, desc: str) -> dict:
@@ -381,26 +441,47 @@ def left_padded(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], add_sp
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
+DATA_FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def local_data_problem(name: str) -> str | None:
+    """Why `name` cannot be training data when it can only be a local path (None otherwise): a data file name or a
+    path that does not exist would otherwise be looked up on the Hub ("Couldn't reach 'nope.jsonl' on the Hub")."""
+    from .loading import looks_like_path
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_file() and path.suffix not in DATA_FILE_BUILDERS:
+            return f"{name}: unknown data file type {path.suffix!r}; use one of {sorted(DATA_FILE_BUILDERS)}"
+        return None
+    if path.suffix in DATA_FILE_BUILDERS or looks_like_path(name):
+        return f"{name}: no such file or directory"
+    return None
+
+
 def load_training_dataset(name: str, config: str | None = None, split: str = "train", streaming: bool = False):
     """A dataset from the Hub, a `save_to_disk` directory, or one local file (.txt/.json/.jsonl/.csv/.parquet)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
+    problem = local_data_problem(name)
+    if problem:
+        raise FileNotFoundError(problem)
     path = Path(name)
     if path.is_dir() and any((path / f).exists() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
         dataset = load_from_disk(name)
         dataset = dataset[split] if isinstance(dataset, DatasetDict) else dataset
         return dataset.to_iterable_dataset() if streaming else dataset
     if path.is_file():
-        builders = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-        if path.suffix not in builders:
-            raise ValueError(f"Unknown data file type {path.suffix!r}; use one of {sorted(builders)}.")
-        return load_dataset(builders[path.suffix], data_files=name, split=split, streaming=streaming)
+        if path.stat().st_size == 0:
+            raise ValueError(f"{name} is empty: give data with at least one example.")
+        return load_dataset(DATA_FILE_BUILDERS[path.suffix], data_files=name, split=split, streaming=streaming)
     return load_dataset(name, config, split=split, streaming=streaming)
 
 
 __all__ = [
     "left_padded",
     "load_training_dataset",
+    "local_data_problem",
     "DATASET_FORMATS",
     "DataCollatorForDiffusion",
     "block_rows",

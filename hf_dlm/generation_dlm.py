@@ -67,6 +67,9 @@ from .settings_dlm import (
     SETTINGS,
     UNMASKING_RULES,
     cache_mode,
+    check_loaded_token_ids,
+    check_prompt_tensors,
+    check_token_ids_in_vocabulary,
     num_blocks,
     refuse_unknown_settings,
     steps_per_block,
@@ -287,17 +290,20 @@ class DiffusionGenerationMixin:
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
                              revision="main", subfolder="", **kwargs):
-        """Called by `from_pretrained`: load `generation_config.json` as a `DiffusionGenerationConfig`."""
+        """Called by `from_pretrained`: load `generation_config.json` as a `DiffusionGenerationConfig`, then refuse
+        special token ids that disagree between it and config.json or exceed the vocabulary."""
         if generation_config is not None:
             self.generation_config = DiffusionGenerationConfig.from_dict(generation_config.to_dict())
-            return
-        try:
-            self.generation_config = DiffusionGenerationConfig.from_pretrained(
-                pretrained_model_name_or_path, cache_dir=cache_dir, force_download=force_download, proxies=proxies,
-                local_files_only=local_files_only, token=token, revision=revision, subfolder=subfolder,
-            )
-        except OSError:  # no generation_config.json: defaults with the model config's special tokens
-            self.generation_config = DiffusionGenerationConfig.from_model_config(self.config)
+        else:
+            try:
+                self.generation_config = DiffusionGenerationConfig.from_pretrained(
+                    pretrained_model_name_or_path, cache_dir=cache_dir, force_download=force_download,
+                    proxies=proxies, local_files_only=local_files_only, token=token, revision=revision,
+                    subfolder=subfolder,
+                )
+            except OSError:  # no generation_config.json: defaults with the model config's special tokens
+                self.generation_config = DiffusionGenerationConfig.from_model_config(self.config)
+        check_loaded_token_ids(self, pretrained_model_name_or_path)
 
     def _prepare_diffusion_config(self, generation_config, kwargs) -> DiffusionGenerationConfig:
         base = generation_config if generation_config is not None else self.generation_config
@@ -386,6 +392,7 @@ class DiffusionGenerationMixin:
         return output if config.return_dict_in_generate else output.sequences
 
     def _check_prompts(self, input_ids, attention_mask, config):
+        check_prompt_tensors(input_ids, attention_mask)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a 2D LongTensor [batch, prompt_length] (tokenizer(..., return_tensors='pt')).")
         if input_ids.shape[1] == 0:
@@ -403,6 +410,8 @@ class DiffusionGenerationMixin:
                 "Prompts must be left padded (padding before the text): set tokenizer.padding_side = 'left'."
             )
         vocab = self.get_input_embeddings().weight.shape[0]
+        check_token_ids_in_vocabulary(config.to_dict_own(), vocab, "diffusion_generate got",
+                                      "pass ids of this model's tokenizer")
         real = input_ids[attention_mask.bool()]
         if real.numel() and (real.min() < 0 or real.max() >= vocab):
             raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab}): wrong tokenizer for this model?")

@@ -6,8 +6,11 @@ message everywhere.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from .checks import check_special_tokens
 
 
 class ModelNotFoundError(OSError):
@@ -31,6 +34,9 @@ def check_model_source(name: str) -> None:
         if not path.is_dir():
             raise ModelNotFoundError(f"{name} is a file, not a model directory (for a GGUF file pass its directory "
                                      f"and gguf_file=NAME).")
+        if not os.access(path, os.R_OK | os.X_OK):  # else it would read as "holds no config.json"
+            raise ModelNotFoundError(f"{name}: permission denied, the directory cannot be read (check its "
+                                     f"permissions or owner).")
         if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
             raise ModelNotFoundError(f"{name} holds no config.json: not a saved model directory.")
         return
@@ -56,6 +62,39 @@ def explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
     )
 
 
+def load_checkpoint(name_or_path: str, **kwargs):
+    """`DiffusionLM.from_pretrained`, with the errors of a damaged checkpoint said in one sentence: a truncated
+    weights file (safetensors' "invalid header length") and weights whose shapes do not fit config.json (transformers'
+    "You set `ignore_mismatched_sizes` to `False`")."""
+    from .modeling_dlm import DiffusionLM
+
+    try:
+        return DiffusionLM.from_pretrained(name_or_path, **kwargs)
+    except Exception as error:
+        if type(error).__name__ == "SafetensorError":  # safetensors' Rust error type, not importable by a stable name
+            raise ValueError(f"{name_or_path}: the weights file is damaged or truncated ({error}); save or download "
+                             f"the model again.") from error
+        if isinstance(error, RuntimeError) and "ignore_mismatched_sizes" in str(error):
+            raise ValueError(f"{name_or_path}: the weights do not fit config.json (a tensor's shape differs, e.g. "
+                             f"vocab_size or hidden size was edited); restore the config.json saved with these "
+                             f"weights.") from error
+        raise
+
+
+def load_tokenizer(name_or_path: str):
+    """`AutoTokenizer.from_pretrained`, saying "install sentencepiece" where that is why it fails (a checkpoint with
+    only a tokenizer.model file, read by the slow SentencePiece tokenizer)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except (ImportError, ValueError, OSError) as error:
+        if "sentencepiece" in str(error).lower() and importlib.util.find_spec("sentencepiece") is None:
+            raise ImportError(f"The tokenizer of {name_or_path} needs the sentencepiece package: install sentencepiece "
+                              f"(pip install sentencepiece).") from error
+        raise
+
+
 def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str | None = None,
                       tokenizer: str | None = None, attn_implementation: str = "sdpa", dtype=None):
     """A `DiffusionLM` with its tokenizer attached (`model.tokenizer`).
@@ -69,7 +108,7 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
         attn_implementation / dtype: passed on (`dtype` a torch dtype or its name).
     """
     check_model_source(name_or_path)
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from . import register_auto_classes
     from .configuration_dlm import DiffusionLMConfig
@@ -84,8 +123,9 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
                 raise
             raise explain_load_error(name_or_path, error) from error
         if model_type == DiffusionLMConfig.model_type:
-            model = DiffusionLM.from_pretrained(name_or_path, attn_implementation=attn_implementation, dtype=dtype)
-            model.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path)
+            model = load_checkpoint(name_or_path, attn_implementation=attn_implementation, dtype=dtype)
+            model.tokenizer = load_tokenizer(tokenizer or name_or_path)
+            check_special_tokens(model, model.tokenizer, source=name_or_path)
             return model
         if not adapt:
             raise ValueError(
@@ -93,10 +133,11 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
                 f"(`hf-dlm train --model_name_or_path {name_or_path} ...`, docs/training.md), or load it with "
                 f"DiffusionLM.from_causal_lm."
             )
-    tok = AutoTokenizer.from_pretrained(tokenizer) if tokenizer else None
+    tok = load_tokenizer(tokenizer) if tokenizer else None
     return DiffusionLM.from_causal_lm(
         name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype
     )
 
 
-__all__ = ["ModelNotFoundError", "check_model_source", "explain_load_error", "load_diffusion_lm", "looks_like_path"]
+__all__ = ["ModelNotFoundError", "check_model_source", "explain_load_error", "load_checkpoint", "load_diffusion_lm",
+           "load_tokenizer", "looks_like_path"]

@@ -187,9 +187,10 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
         if not isinstance(value, bool):
             raise ValueError(f"`{name}` must be True or False, got {value!r}.")
     elif name == "repetition_penalty":
-        if not _is_number(value) or not value > 0:
+        if not _is_number(value) or not 0 < value < math.inf:
             raise ValueError(
-                f"`repetition_penalty` must be a number > 0 (1.0 disables, > 1 discourages repeats), got {value!r}."
+                f"`repetition_penalty` must be a finite number > 0 (1.0 disables, > 1 discourages repeats), got "
+                f"{value!r}."
             )
     elif name == "threshold":
         if value is not None and not (_is_number(value) and 0.0 < value <= 1.0):
@@ -198,8 +199,8 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
                 f"got {value!r}."
             )
     elif name == "temperature":
-        if not _is_number(value) or value < 0:
-            raise ValueError(f"`temperature` must be >= 0 (0 = greedy), got {value!r}.")
+        if not _is_number(value) or not 0 <= value < math.inf:  # NaN fails the comparison too
+            raise ValueError(f"`temperature` must be a finite number >= 0 (0 = greedy), got {value!r}.")
     elif name == "top_k":
         if value is not None and not (_is_int(value) and value > 0):
             raise ValueError(f"`top_k` must be a positive integer or None, got {value!r}.")
@@ -292,3 +293,74 @@ def validate_generation_settings(
                     f"`mask_token_id`={settings['mask_token_id']} is also the `{name}`: the decoder could not tell a "
                     f"mask from that token. Give the mask its own token (DiffusionLM.from_causal_lm adds one)."
                 )
+
+
+# ----------------------------------------------------------------------------------------------- token ids
+SPECIAL_TOKEN_SETTINGS = ("mask_token_id", "pad_token_id", "eos_token_id", "bos_token_id")
+
+
+def check_special_token_ids(model_ids: Mapping[str, Any], generation_ids: Mapping[str, Any],
+                            vocab_size: int | None) -> None:
+    """Raise `ValueError` naming the file to fix when the special token ids of a checkpoint cannot be right.
+
+    `model_ids` / `generation_ids`: the special token settings of config.json and of generation_config.json (name ->
+    id, a list for eos, None when unset). The mask id must be the same in both: decoding reads the generation
+    config's, training the model config's, and a disagreement silently trains an ordinary token as the mask. Every
+    id must be below `vocab_size` (the model's embedding rows): a larger one fails with an IndexError deep inside a
+    forward, or mid-training.
+    """
+    model_mask, generation_mask = model_ids.get("mask_token_id"), generation_ids.get("mask_token_id")
+    if model_mask is not None and generation_mask is not None and model_mask != generation_mask:
+        raise ValueError(
+            f"config.json has mask_token_id={model_mask} but generation_config.json has mask_token_id="
+            f"{generation_mask}: decoding and training would use different mask tokens. Set both to the id of the "
+            f"tokenizer's mask token."
+        )
+    if vocab_size is None:
+        return
+    for file, ids in (("config.json", model_ids), ("generation_config.json", generation_ids)):
+        check_token_ids_in_vocabulary(ids, vocab_size, f"{file} has", f"fix it in {file} (the tokenizer's id of "
+                                      f"that token), or resize the embeddings to the tokenizer")
+
+
+def check_token_ids_in_vocabulary(ids: Mapping[str, Any], vocab_size: int, where: str, advice: str) -> None:
+    """Raise `ValueError` when a special token id (name -> id or list) is not below `vocab_size`: the embedding has
+    no row for it, and the forward would fail with an IndexError (or, on some kernels, read garbage)."""
+    for name in SPECIAL_TOKEN_SETTINGS:
+        for token_id in token_id_list(ids.get(name)):
+            if _is_int(token_id) and token_id >= vocab_size:
+                raise ValueError(
+                    f"{where} {name}={ids.get(name)!r}, but the model has only {vocab_size} token ids "
+                    f"(0..{vocab_size - 1}): {advice}."
+                )
+
+
+def check_loaded_token_ids(model, source) -> None:
+    """`check_special_token_ids` on a model just loaded by `from_pretrained` (its config, generation config and
+    embedding rows), the message prefixed with where it came from. Duck-typed: no torch import here."""
+
+    def ids(config) -> dict:
+        return {name: getattr(config, name, None) for name in SPECIAL_TOKEN_SETTINGS} if config is not None else {}
+
+    try:
+        check_special_token_ids(ids(model.config), ids(getattr(model, "generation_config", None)),
+                                model.get_input_embeddings().num_embeddings)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def check_prompt_tensors(input_ids, attention_mask) -> None:
+    """Refuse prompt tensors that would decode wrongly without an error, or crash inside torch: a float or bool
+    `input_ids` (bool ids are read as tokens 0 and 1), an empty batch, and an `attention_mask` with values other than
+    0 and 1 (a 2 would count as a real token in some places and not in others). Duck-typed on the tensor methods,
+    so this file still imports no torch."""
+    dtype = str(getattr(input_ids, "dtype", ""))
+    if dtype == "torch.bool" or getattr(input_ids, "is_floating_point", lambda: False)() or "complex" in dtype:
+        raise ValueError(f"input_ids must hold integer token ids (torch.long), got dtype {dtype}: pass the tokenizer's "
+                         f"output (tokenizer(..., return_tensors='pt').input_ids).")
+    if getattr(input_ids, "dim", lambda: 0)() == 2 and input_ids.shape[0] == 0:
+        raise ValueError("The batch is empty (input_ids has 0 rows): pass at least one prompt.")
+    if attention_mask is not None and hasattr(attention_mask, "any"):
+        if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+            raise ValueError("attention_mask must hold only 0 (padding) and 1 (a real token); use the tokenizer's "
+                             "attention_mask.")

@@ -35,10 +35,17 @@ from transformers.cache_utils import DynamicCache
 from .drafter_dlm import SpeculativeOutput
 from .generation_dlm import crop_cache
 from .modeling_dlm import CACHE_NAME, config_max_positions
-from .settings_dlm import token_id_list
+from .settings_dlm import (
+    check_prompt_tensors,
+    check_token_ids_in_vocabulary,
+    token_id_list,
+    validate_generation_settings,
+)
 
 
-def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_length) -> None:
+def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_length, eos_token_id) -> None:
+    check_prompt_tensors(input_ids, attention_mask)
+    validate_generation_settings({"eos_token_id": eos_token_id})  # a negative id would never match: no row ends
     if not isinstance(draft_length, int) or draft_length < 1:
         raise ValueError(f"draft_length must be an integer >= 1 (tokens drafted per round), got {draft_length!r}.")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -51,7 +58,18 @@ def _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_l
         raise TypeError(f"The drafter must be a DiffusionLM, got {type(drafter).__name__}.")
     if hasattr(verifier, "diffusion_generate") or not hasattr(verifier, "get_input_embeddings"):
         raise TypeError(f"The verifier must be a causal LM (its AR base), got {type(verifier).__name__}.")
+    if attention_mask is not None and (attention_mask.sum(-1) == 0).any():
+        raise ValueError("A prompt row has no real token (attention_mask all 0): every row needs at least one.")
     verifier_vocab = verifier.get_input_embeddings().num_embeddings
+    # EOS must be an id the verifier can choose (else no row ever ends); the mask and the pad (the drafter's own
+    # added tokens, beyond the verifier's vocabulary) must have rows in the drafter's embedding.
+    eos = {"eos_token_id": eos_token_id if eos_token_id is not None else list(drafter.config.eos_token_ids)}
+    check_token_ids_in_vocabulary(eos, verifier_vocab, "speculative_generate got", "pass ids of the verifier's "
+                                  "tokenizer")
+    check_token_ids_in_vocabulary({"mask_token_id": drafter.config.mask_token_id,
+                                   "pad_token_id": drafter.config.pad_token_id},
+                                  drafter.get_input_embeddings().num_embeddings, "the drafter's config.json has",
+                                  "fix it in the drafter's config.json")
     if verifier_vocab > drafter.get_input_embeddings().num_embeddings:
         raise ValueError(
             f"The verifier's vocabulary ({verifier_vocab}) is larger than the drafter's: they must share a tokenizer "
@@ -162,7 +180,7 @@ def speculative_generate(drafter, verifier, input_ids: torch.LongTensor, attenti
         draft_length: masks drafted per round (a round costs one drafter and one verifier forward).
         eos_token_id: stop ids; default: the drafter's `config.eos_token_ids`.
     """
-    _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_length)
+    _check(drafter, verifier, input_ids, attention_mask, max_new_tokens, draft_length, eos_token_id)
     eos_ids = token_id_list(eos_token_id) if eos_token_id is not None else list(drafter.config.eos_token_ids)
     pad_id = drafter.config.pad_token_id if drafter.config.pad_token_id is not None else eos_ids[0]
     input_ids = input_ids.to(drafter.device)

@@ -35,6 +35,7 @@ from transformers import (
     TrainerCallback,
 )
 
+from .checks import check_before_training
 from .configuration_dlm import DiffusionLMConfig
 from .data import (
     MODEL_COLUMNS,
@@ -177,6 +178,7 @@ class DiffusionTrainer(Trainer):
         if self.causal_prefix and not config.shift_logits:
             raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
                              "first token of each block).")
+        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         if peft_config is not None:
             model = apply_peft(model, peft_config)
 

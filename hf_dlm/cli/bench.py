@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .options import check_decoding, check_model, load_model
+from .paths import check_output_file, write_text_atomically
 
 if TYPE_CHECKING:
     from ..evaluation import Answer
@@ -105,10 +106,26 @@ def load_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
             if not line.strip():
                 continue
             record = json.loads(line)
-            if "prompt" not in record:
-                raise ValueError(f"{path}:{number}: every line needs a 'prompt' field (and optionally 'completion').")
+            if not isinstance(record, dict) or not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
+                raise ValueError(f"{path}:{number}: every line needs a non-empty 'prompt' field (and optionally "
+                                 f"'completion').")
             records.append(record)
     return records[:limit] if limit else records
+
+
+def read_records(parser: argparse.ArgumentParser, path: str, limit: int | None) -> list[dict]:
+    """`load_prompts` for the command line: a malformed or empty file is one line on stderr, before any loading."""
+    try:
+        records = load_prompts(path, limit)
+    except json.JSONDecodeError as error:
+        parser.error(f"--prompts {path}:{error.lineno}: not JSON ({error.msg}); one JSON object per line")
+    except (ValueError, UnicodeDecodeError) as error:
+        parser.error(f"--prompts {path}: {error}")
+    except OSError as error:
+        parser.error(f"cannot read --prompts {path}: {error.strerror}")
+    if not records:
+        parser.error(f"--prompts {path} holds no prompt: give one JSON object with a 'prompt' per line")
+    return records
 
 
 def causal_twin(dlm):
@@ -329,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
         check_model(parser, args.ar_model)
     if not Path(args.prompts).is_file():
         parser.error(f"--prompts {args.prompts}: no such file")
+    records = read_records(parser, args.prompts, args.limit)
+    check_output_file(parser, "--out", args.out)  # before the run: an unwritable --out would lose it at the end
+    for name in ("batch_size", "block_length"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     import torch
     from transformers import AutoModelForCausalLM
@@ -343,7 +365,6 @@ def main(argv: list[str] | None = None) -> int:
     caches = {"on": (True,), "off": (False,), "both": (True, False)}[args.cache]
     settings = grid(budgets, thresholds, strategies, caches,
                     args.block_length, ar=ar_model is not None, traditional=not args.no_traditional)
-    records = load_prompts(args.prompts, args.limit)
     results = add_ratios(run(settings, dlm, tokenizer, records, ar_model=ar_model, batch_size=args.batch_size,
                              progress=lambda msg: print(msg, file=sys.stderr)))
     print(format_table(results))
@@ -354,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"model": args.model, "ar_model": args.ar_model or ("backbone (causal)" if args.ar_backbone else None),
                "prompts": args.prompts, "n": len(records), "batch_size": args.batch_size, "torch_threads":
                torch.get_num_threads(), "results": results, "cache_agreement": agreement}
-    Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+    write_text_atomically(args.out, json.dumps(payload, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

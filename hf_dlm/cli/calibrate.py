@@ -16,7 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-from .options import DTYPES, load_model, progress
+from .options import DTYPES, check_model_flags, load_model, progress
+from .paths import check_output_file, output_file_problem, write_text_atomically
 
 REFERENCES = ("completion", "grow")  # hf_dlm.calibration.REFERENCES (not imported here: it imports torch)
 
@@ -82,6 +83,13 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f"{args.model}: no such directory (calibrate needs a saved checkpoint it can update)")
     if not (directory / "generation_config.json").is_file():
         parser.error(f"{args.model} has no generation_config.json: save the model with save_pretrained first")
+    check_model_flags(parser, args.device, args.threads)
+    check_output_file(parser, "--out", args.out)  # before the work: an unwritable --out would lose it at the end
+    if not args.dry_run:
+        problem = output_file_problem(str(directory / "generation_config.json"))
+        if problem:
+            parser.error(f"--model {args.model}: the rule is written to its generation_config.json, but {problem} "
+                         f"(or use --dry-run)")
     records = read_records(parser, args.prompts, args.reference)
     # Half the prompts fit the rule (hf_dlm.calibration.min_prompts: a half to pick the threshold, a half whose
     # conformal quantile, the ceil((n + 1) c)-th of n scores, must exist); the other half measures it.
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:8s} {stats.prompts:4d} prompts: coverage {stats.coverage:.3f}, mean slack {stats.mean_slack:.1f}"
               f" tokens, mean bound {stats.mean_bound:.1f}, mean shortfall {stats.mean_shortfall:.1f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(calibration.to_json() | {"reference": args.reference}, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(calibration.to_json() | {"reference": args.reference}, indent=2) + "\n")
     if args.dry_run:
         print("--dry-run: generation_config.json left as it was", file=sys.stderr)
     else:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from .options import add_decoding_arguments, check_decoding, check_model, decoding_settings, read_prompts
+from .paths import output_dir_problem
 
 TEACHERS = ("auto", "diffusion", "base")
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--data_only", action="store_true", help="write the distillation data and stop")
     group = parser.add_argument_group("training (DiffusionTrainingArguments fields)")
     group.add_argument("--output_dir", required=True, help="where the data, the trained model and logs go")
+    group.add_argument("--overwrite_output_dir", action="store_true",
+                       help="write into an --output_dir that already holds a model, replacing it (refused without)")
     group.add_argument("--max_steps", type=int, default=500, help="optimizer steps")
     group.add_argument("--learning_rate", type=float, default=1e-4)
     group.add_argument("--per_device_train_batch_size", type=int, default=8)
@@ -98,6 +101,10 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: d
     if args.merge_adapter and not args.use_peft:
         parser.error("--merge_adapter merges a LoRA adapter: add --use_peft (or drop --merge_adapter)")
     check_model(parser, args.model)
+    problem = output_dir_problem(args.output_dir, overwrite=args.overwrite_output_dir, resuming=False,
+                                 overwrite_flag="--overwrite_output_dir")
+    if problem:
+        parser.error(problem)
     if args.teacher_model is not None:
         check_model(parser, args.teacher_model)
         if args.teacher == "diffusion":
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = decoding_settings(args)
     check(parser, args, settings)
-    prompts = read_prompts(parser, [], args.prompts)
+    prompts = read_prompts(parser, [], args.prompts, flag="--prompts")
 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -101,6 +102,37 @@ def check_decoding(parser: argparse.ArgumentParser, model: str | None, settings:
         parser.error(str(error))
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+_DEVICE = re.compile(r"^(?P<type>[a-z]+)(:(?P<index>\d+))?$")
+
+
+def check_model_flags(parser: argparse.ArgumentParser, device: str | None, threads: int | None) -> None:
+    """`--device` and `--threads` as text, before torch loads (torch's own errors are tracebacks: "Expected one of
+    cpu, cuda, ... device type at start of device string: garbage"). Availability is `check_device`'s job."""
+    if threads is not None and threads < 1:
+        parser.error(f"--threads must be >= 1 (torch CPU threads), got {threads}")
+    if device is None:
+        return
+    match = _DEVICE.match(device.strip().lower())
+    if not match or match["type"] not in DEVICE_TYPES:
+        parser.error(f"--device {device!r} is not a device: use cpu, cuda, cuda:N, mps or xpu (or leave it out)")
+
+
+def check_device(parser: argparse.ArgumentParser, device) -> None:
+    """Refuse a device this machine does not have (torch would fail later, inside the first `.to(device)`)."""
+    import torch
+
+    backend = {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None), "mps": torch.backends.mps}.get(device.type)
+    if backend is None:
+        return
+    if not backend.is_available():
+        parser.error(f"--device {device}: this machine has no {device.type.upper()} device available to torch; "
+                     f"use --device cpu (or leave --device out)")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if device.index is not None and device.index >= count:
+        parser.error(f"--device {device}: this machine has {count} {device.type} device(s), numbered from 0")
+
+
 def check_model(parser: argparse.ArgumentParser, model: str | None) -> None:
     if model is None:
         return
@@ -112,23 +144,38 @@ def check_model(parser: argparse.ArgumentParser, model: str | None) -> None:
         parser.error(str(error))
 
 
-def read_prompts(parser: argparse.ArgumentParser, positional: list[str], file: str | None = None) -> list[str]:
+def read_prompts(parser: argparse.ArgumentParser, positional: list[str], file: str | None = None,
+                 flag: str = "--file") -> list[str]:
     """Prompts from arguments, a file (one per line) or stdin ('-', or piped input when none is given). An empty
-    prompt is refused: with the AR shift position 0 is never predicted, and there is nothing to answer."""
+    prompt is refused: with the AR shift position 0 is never predicted, and there is nothing to answer. `flag`: the
+    option that named `file`, for the messages (`hf-dlm distill` calls it --prompts)."""
     prompts = [p for p in positional if p != "-"]
     if any(not p.strip() for p in prompts):
         parser.error("a prompt is empty: give some text to answer (empty prompts are refused).")
     if file is not None:
-        try:
-            with open(file) as handle:
-                prompts += [line.rstrip("\n") for line in handle if line.strip()]
-        except OSError as error:
-            parser.error(f"cannot read --file {file}: {error.strerror}")
+        prompts += read_prompt_file(parser, file, flag)
     if "-" in positional or (not positional and file is None and not sys.stdin.isatty()):
         prompts += [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not prompts:
-        parser.error("no prompt: pass PROMPT arguments, --file FILE, or pipe prompts on stdin (one per line)")
+        if file is not None:
+            parser.error(f"{flag} {file} holds no prompt: give a text file with one prompt per line")
+        parser.error(f"no prompt: pass PROMPT arguments, {flag} FILE, or pipe prompts on stdin (one per line)")
     return prompts
+
+
+def read_prompt_file(parser: argparse.ArgumentParser, file: str, flag: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file; a binary file is refused (it would decode to garbage prompts, or
+    fail inside the reading loop with a UnicodeDecodeError traceback)."""
+    try:
+        with open(file, encoding="utf-8") as handle:
+            lines = [line.rstrip("\n") for line in handle if line.strip()]
+    except UnicodeDecodeError:
+        parser.error(f"{flag} {file} is not UTF-8 text: give a text file with one prompt per line")
+    except OSError as error:
+        parser.error(f"cannot read {flag} {file}: {error.strerror}")
+    if any("\x00" in line for line in lines):
+        parser.error(f"{flag} {file} holds NUL bytes, so it is not a text file: give one prompt per line")
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -174,11 +221,13 @@ def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_
     failures the user can fix end in `parser.error`, not a traceback."""
     import torch
 
-    from ..loading import ModelNotFoundError, load_diffusion_lm
+    from ..loading import load_diffusion_lm
 
+    check_model_flags(parser, device_name, threads)
     if threads:
         torch.set_num_threads(threads)
     dtype, device = resolve_dtype(dtype_name), resolve_device(device_name)
+    check_device(parser, device)
     try:
         if name_or_path is None:
             from ..default import load_default, load_default_drafter
@@ -189,9 +238,16 @@ def load_model(parser: argparse.ArgumentParser, name_or_path: str | None, dtype_
         with status(f"Loading {name_or_path}"):
             # Inference only: the explicit FewRowsHead step (faster LM head for the few rows a step scores, on CPU).
             return load_diffusion_lm(name_or_path, dtype=dtype).to(device).eval().use_few_rows_head()
-    except (ModelNotFoundError, FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    except (OSError, ValueError) as error:  # not found, unreadable, a broken config.json or weights file
+        parser.error(one_line(error))
 
 
-__all__ = ["add_decoding_arguments", "add_model_arguments", "check_decoding", "check_model", "decoding_settings",
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (transformers' and torch's run over several; stderr gets one line)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+__all__ = ["add_decoding_arguments", "add_model_arguments", "check_decoding", "check_device", "check_model",
+           "check_model_flags", "decoding_settings", "one_line",
            "load_model", "progress", "read_prompts", "resolve_device", "resolve_dtype", "saved_generation_settings"]

@@ -18,7 +18,14 @@ import os
 import socket
 import sys
 
-from .options import add_decoding_arguments, add_model_arguments, check_decoding, check_model, decoding_settings
+from .options import (
+    add_decoding_arguments,
+    add_model_arguments,
+    check_decoding,
+    check_model,
+    check_model_flags,
+    decoding_settings,
+)
 
 DEFAULT_PORT = 7860  # Gradio's usual port
 DEFAULT_CONCURRENCY = 2
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--concurrency must be at least 1, got {args.concurrency}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    check_model_flags(parser, args.device, args.threads)  # a mistyped --device, before the server starts
     overrides = decoding_settings(args)
     check_model(parser, args.model)
     check_decoding(parser, args.model, overrides)

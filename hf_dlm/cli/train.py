@@ -26,7 +26,8 @@ KEY_FLAGS = {
     "optimisation": ("output_dir", "max_steps", "num_train_epochs", "per_device_train_batch_size",
                      "gradient_accumulation_steps", "learning_rate", "lr_scheduler_type", "warmup_steps",
                      "bf16", "seed"),
-    "saving and logging": ("save_steps", "logging_steps", "report_to", "resume_from_checkpoint", "push_to_hub"),
+    "saving and logging": ("save_steps", "logging_steps", "report_to", "resume_from_checkpoint",
+                           "overwrite_output_dir", "push_to_hub"),
 }
 
 
@@ -69,6 +70,18 @@ class DataArguments:
     dataset_streaming: bool = field(default=False, metadata={"help": "Stream the dataset (set max_steps)."})
 
 
+@dataclass
+class OutputArguments:
+    """What may happen to an --output_dir that already holds a model."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an --output_dir that already holds a model (config.json, weights, an adapter or "
+                  "checkpoints), replacing it; without it such a directory is refused unless "
+                  "--resume_from_checkpoint continues the run saved there."},
+    )
+
+
 def build_parser(full: bool = False):
     """transformers' `HfArgumentParser` over the three dataclasses; unless `full`, only `KEY_FLAGS` show in the
     help, in their groups (the others are parsed all the same)."""
@@ -76,7 +89,7 @@ def build_parser(full: bool = False):
 
     from ..training_args import DiffusionTrainingArguments
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, DiffusionTrainingArguments, OutputArguments))
     parser.prog = "hf-dlm train"
     parser.description = ("Adapt a causal LM (Hub id, directory, GGUF) into a diffusion LM, or keep training one, with "
                           "DiffusionTrainer. docs/training.md is the guide.")
@@ -99,6 +112,79 @@ def build_parser(full: bool = False):
     return parser
 
 
+def resolve_resume(parser, resume: str | None, output_dir: str) -> str | None:
+    """`--resume_from_checkpoint`: a checkpoint directory, or True / False (transformers' convention: True = the
+    last `checkpoint-*` in --output_dir). Refused at once when there is nothing to resume from."""
+    from pathlib import Path
+
+    if resume is None or resume.strip().lower() in ("false", "no", "0", ""):
+        return None
+    if resume.strip().lower() in ("true", "yes", "1"):
+        directory = Path(output_dir).expanduser()
+        found = sorted(directory.glob("checkpoint-*"), key=_checkpoint_step) if directory.is_dir() else []
+        found = [p for p in found if p.is_dir() and _checkpoint_step(p) >= 0]
+        if not found:
+            parser.error(f"--resume_from_checkpoint True resumes from the last checkpoint-* in --output_dir "
+                         f"{output_dir}, and there is none: name a checkpoint directory, or drop the flag")
+        return str(found[-1])
+    if not Path(resume).expanduser().is_dir():
+        parser.error(f"--resume_from_checkpoint {resume}: no such checkpoint directory (or pass True for the last "
+                     f"checkpoint in --output_dir)")
+    return resume
+
+
+def _checkpoint_step(path) -> int:
+    step = path.name.removeprefix("checkpoint-")
+    return int(step) if step.isdigit() else -1
+
+
+def check_paths(parser, data_args, training_args, output_args) -> str | None:
+    """Before any loading: the data file exists, --output_dir may be written, the checkpoint to resume exists.
+    Returns the checkpoint to resume from (None: a fresh run)."""
+    from ..data import local_data_problem
+    from .paths import output_dir_problem
+
+    problem = local_data_problem(data_args.dataset_name)
+    if problem:
+        parser.error(f"--dataset_name {problem}")
+    resume = resolve_resume(parser, training_args.resume_from_checkpoint, training_args.output_dir)
+    problem = output_dir_problem(training_args.output_dir, overwrite=output_args.overwrite_output_dir,
+                                 resuming=resume is not None, overwrite_flag="--overwrite_output_dir")
+    if problem:
+        parser.error(problem)
+    return resume
+
+
+def load_model(parser, model_args):
+    from ..loading import load_diffusion_lm
+    from .options import one_line
+
+    try:
+        return load_diffusion_lm(
+            model_args.model_name_or_path,
+            adapt=True,
+            gguf_file=model_args.gguf_file,
+            tokenizer=model_args.tokenizer_name_or_path,
+            attn_implementation=model_args.attn_implementation,
+            dtype=model_args.model_dtype,
+        )
+    except (OSError, ValueError) as error:  # ModelNotFoundError, unreadable or broken files: the message says which
+        parser.error(one_line(error))
+
+
+def load_datasets(parser, data_args):
+    from ..data import load_training_dataset
+    from .options import one_line
+
+    load = dict(config=data_args.dataset_config, streaming=data_args.dataset_streaming)
+    splits = [data_args.dataset_train_split] + ([data_args.dataset_test_split] if data_args.dataset_test_split else [])
+    try:
+        loaded = [load_training_dataset(data_args.dataset_name, split=split, **load) for split in splits]
+    except (OSError, ValueError) as error:
+        parser.error(f"--dataset_name {data_args.dataset_name}: {one_line(error)}")
+    return loaded[0], (loaded[1] if len(loaded) > 1 else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`hf-dlm train`: adapt / fine-tune with DiffusionTrainer. Every DiffusionTrainingArguments field is a flag;
     `--help` lists the ones people set, `--help-all` all of them (transformers' TrainingArguments included)."""
@@ -108,28 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = build_parser(full=True)
     try:
-        model_args, data_args, training_args, _ = parser.parse_args_into_dataclasses(args=argv)  # _: --help-all
+        model_args, data_args, training_args, output_args, _ = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # __post_init__ validation: the message says what to change
         parser.error(str(error))
-    from ..data import load_training_dataset
-    from ..loading import ModelNotFoundError, load_diffusion_lm
-
-    try:
-        model = load_diffusion_lm(
-            model_args.model_name_or_path,
-            adapt=True,
-            gguf_file=model_args.gguf_file,
-            tokenizer=model_args.tokenizer_name_or_path,
-            attn_implementation=model_args.attn_implementation,
-            dtype=model_args.model_dtype,
-        )
-    except ModelNotFoundError as error:
-        parser.error(str(error))
-    load = dict(config=data_args.dataset_config, streaming=data_args.dataset_streaming)
-    train_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_train_split, **load)
-    eval_dataset = None
-    if data_args.dataset_test_split:
-        eval_dataset = load_training_dataset(data_args.dataset_name, split=data_args.dataset_test_split, **load)
+    resume = check_paths(parser, data_args, training_args, output_args)
+    model = load_model(parser, model_args)
+    train_dataset, eval_dataset = load_datasets(parser, data_args)
     peft_config = None
     if model_args.use_peft:
         from peft import LoraConfig
@@ -142,15 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     from ..trainer import DiffusionTrainer
 
-    trainer = DiffusionTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=model.tokenizer,
-        peft_config=peft_config,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    try:
+        trainer = DiffusionTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=model.tokenizer,
+            peft_config=peft_config,
+        )
+    except ValueError as error:  # the data, the token ids, max_length: the message says what to change
+        parser.error(str(error))
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.create_model_card(dataset=data_args.dataset_name)  # README.md: the card, with this run's arguments
     if eval_dataset is not None:
@@ -161,4 +234,4 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["DataArguments", "KEY_FLAGS", "ModelArguments", "build_parser", "main"]
+__all__ = ["DataArguments", "KEY_FLAGS", "ModelArguments", "OutputArguments", "build_parser", "main", "resolve_resume"]

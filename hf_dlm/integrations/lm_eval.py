@@ -43,6 +43,7 @@ import math
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,7 @@ from ..evaluation import split_answer
 from ..generation_dlm import DiffusionGenerationConfig
 from ..metrics import tokens_per_forward
 from ..noise import seeded_generator
+from ..settings_dlm import SETTING_NAMES, validate_generation_settings
 
 # A child of lm-eval's "lm_eval" logger: its command line sets that logger's handler and level (--verbosity), so
 # our messages show with its own.
@@ -146,7 +148,7 @@ class DiffusionLMEval(TemplateLM):
 
     backend = "causal"  # lm-eval's TemplateLM splits context and continuation as for a decoder-only model
 
-    def __init__(self, pretrained, tokenizer=None, revision: str | None = None, trust_remote_code: bool = False,
+    def __init__(self, pretrained=None, tokenizer=None, revision: str | None = None, trust_remote_code: bool = False,
                  dtype="auto", device: str | None = None, batch_size: int | str = 8, max_batch_size: int | None = None,
                  mc_num: int = 128, mc_sampling: str = "stratified", mc_seed: int = 0,
                  elbo_block_length: int | None = None, check_greedy: bool = True, max_length: int | None = None,
@@ -165,7 +167,9 @@ class DiffusionLMEval(TemplateLM):
             raise ValueError(f"mc_sampling must be one of {MC_SAMPLING}, got {mc_sampling!r}.")
         if elbo_block_length is not None and (not isinstance(elbo_block_length, int) or elbo_block_length < 1):
             raise ValueError(f"elbo_block_length must be a positive integer or None, got {elbo_block_length!r}.")
-        self.mc_num, self.mc_sampling, self.mc_seed = mc_num, mc_sampling, int(mc_seed)
+        check_model_args(pretrained, mc_seed=mc_seed, check_greedy=check_greedy, max_length=max_length,
+                         decoding=decoding)
+        self.mc_num, self.mc_sampling, self.mc_seed = mc_num, mc_sampling, mc_seed
         self.check_greedy = check_greedy
         self.add_bos_token = add_bos_token
         self.custom_prefix_token_id = prefix_token_id
@@ -204,7 +208,8 @@ class DiffusionLMEval(TemplateLM):
         self.elbo_block_length = elbo_block_length or (
             self.generation_config.block_length if self.causal_prefix else None
         )
-        self._max_length = max_length or getattr(self.model, "max_positions", None) or DEFAULT_MAX_LENGTH
+        self._max_length = max_length if max_length is not None else (
+            getattr(self.model, "max_positions", None) or DEFAULT_MAX_LENGTH)
         # Per-answer decoding records of generate_until (length, forwards, ended, predicted_length, grew), for
         # hf_dlm.metrics: lm-eval's results hold only the task metrics.
         self.generation_records: list[dict] = []
@@ -538,6 +543,33 @@ class DiffusionLMEval(TemplateLM):
             "hf_dlm_elbo": {"mc_num": self.mc_num, "mc_sampling": self.mc_sampling, "mc_seed": self.mc_seed,
                             "block_length": self.elbo_block_length, "check_greedy": self.check_greedy},
         }
+
+
+def check_model_args(pretrained, *, mc_seed, check_greedy, max_length, decoding) -> None:
+    """The model_args lm-eval passes as parsed text ("True" -> bool, "12" -> int, "nan" -> float, anything else a
+    string): refuse what is not of the right kind, before any loading, saying what to write instead."""
+    if pretrained is None:
+        raise ValueError("hf_dlm needs pretrained=: --model_args pretrained=DIR (a saved DiffusionLM checkpoint, a Hub "
+                         f"id, or {DEFAULT_MODEL!r} for the embedded default).")
+    if isinstance(pretrained, str) and pretrained != DEFAULT_MODEL:
+        from ..loading import ModelNotFoundError, check_model_source, looks_like_path
+
+        if looks_like_path(pretrained) and not Path(pretrained).expanduser().exists():
+            raise ValueError(f"pretrained={pretrained}: the directory {pretrained} does not exist; pass a saved "
+                             f"DiffusionLM checkpoint directory.")
+        try:
+            check_model_source(pretrained)
+        except ModelNotFoundError as error:
+            raise ValueError(f"pretrained={pretrained}: {error}") from None
+    if not isinstance(mc_seed, int) or isinstance(mc_seed, bool):
+        raise ValueError(f"mc_seed must be an integer (the seed of the ELBO's Monte Carlo masks), got {mc_seed!r}.")
+    if not isinstance(check_greedy, bool):
+        raise ValueError(f"check_greedy must be True or False, got {check_greedy!r}.")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2):
+        raise ValueError(f"max_length must be an integer >= 2 (the longest context scored, in tokens) or unset "
+                         f"(the model's positions), got {max_length!r}.")
+    # The decoding settings given (unknown names get their own message later, with the model_args listed).
+    validate_generation_settings({k: v for k, v in decoding.items() if k in SETTING_NAMES})
 
 
 def _load(pretrained, tokenizer, revision, trust_remote_code, dtype):
