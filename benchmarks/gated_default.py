@@ -44,9 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from common import write_json
-    from gated_drafter import acceptance_by_position, forward_cost
+    from gated_drafter import forward_cost, gated_settings, measure_against_ar
 
-    from hf_dlm.cli.bench import Setting, run
     from hf_dlm.default import DEFAULT_DRAFTER, load_default_drafter
     from hf_dlm.evaluation import answer_autoregressive, answer_gated
 
@@ -59,29 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = prompts[: args.limit]
     records = [{"prompt": p} for p in prompts]
     budget = args.max_new_tokens
-    settings = [Setting("ar", budget, None, True, 1)] + [Setting("gated", budget, None, True, k)
-                                                          for k in args.draft_lengths]
-    settings += [Setting("gated_predraft", budget, None, True, k) for k in args.predraft_lengths]
-    results = []
-    for batch_size in args.batch_sizes:
-        measured = run(settings, model, tokenizer, records, ar_model=ar, batch_size=batch_size,
-                       progress=lambda msg, b=batch_size: print(f"[batch {b}] {msg}", file=sys.stderr, flush=True))
-        base = next(r for r in measured if r["method"] == "ar")
-        for r in measured:
-            r["batch_size"] = batch_size
-            r["vs_ar"] = base["seconds"] / r["seconds"]
-            r["tokens_per_s_vs_ar"] = r["tokens_per_s"] / base["tokens_per_s"]
-            r["agree_ar"] = statistics.fmean(a == b for a, b in zip(r["answers"], base["answers"]))
-            print(f"[batch {batch_size}] {r['setting']}: {r['tokens_per_forward']:.2f} tokens/forward, "
-                  f"{r['vs_ar']:.2f}x AR time, same answer {r['agree_ar']:.3f}", file=sys.stderr, flush=True)
-        results += measured
-    for r in results:
-        if r["method"] in ("gated", "gated_predraft"):  # drafts kept per round, from an untimed pass
-            answers = answer_gated(model, tokenizer, prompts, max_new_tokens=budget, draft_length=r["block_length"],
-                                   batch_size=8, predraft=r["method"] == "gated_predraft")
-            r["acceptance_by_position"] = acceptance_by_position(answers, r["block_length"])
-            kept = [a for answer in answers for a in answer.extra["accepted"]]
-            r["kept_per_round"] = statistics.fmean(kept) if kept else 0.0
+    settings = gated_settings(budget, args.draft_lengths, args.predraft_lengths)
+    results = measure_against_ar(settings, model, tokenizer, records, ar, args.batch_sizes, acceptance_batch=8)
     cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
                                        *((k + 1) ** 2 for k in args.predraft_lengths)}), prefix=128)
     agreement = None

@@ -79,6 +79,47 @@ def acceptance_by_position(answers, draft_length: int) -> list[float]:
     return [sum(a >= j for a in kept) / len(kept) for j in range(1, draft_length + 1)]
 
 
+def gated_settings(budget: int, draft_lengths, predraft_lengths, ar_block: int = 1) -> list:
+    """AR `generate`, then the gated drafter at each draft length, with and without pre-drafts."""
+    from hf_dlm.cli.bench import Setting
+
+    return ([Setting("ar", budget, None, True, ar_block)]
+            + [Setting("gated", budget, None, True, k) for k in draft_lengths]
+            + [Setting("gated_predraft", budget, None, True, k) for k in predraft_lengths])
+
+
+def measure_against_ar(settings, model, tokenizer, records, ar, batch_sizes, acceptance_batch: int = 16) -> list[dict]:
+    """Every setting at every batch size, interleaved batch by batch (`hf_dlm.cli.bench.run`), with the ratio to AR
+    (`vs_ar`: AR seconds / these), the share of answers equal to AR's (`agree_ar`), and, from an untimed pass that
+    keeps each round's counts, the drafts kept by position and per round."""
+    from hf_dlm.cli.bench import run
+    from hf_dlm.evaluation import answer_gated
+
+    results = []
+    for batch_size in batch_sizes:
+        measured = run(settings, model, tokenizer, records, ar_model=ar, batch_size=batch_size,
+                       progress=lambda msg, b=batch_size: print(f"[batch {b}] {msg}", file=sys.stderr, flush=True))
+        base = next(r for r in measured if r["method"] == "ar")
+        for r in measured:
+            r["batch_size"] = batch_size
+            r["vs_ar"] = base["seconds"] / r["seconds"]
+            r["agree_ar"] = statistics.fmean(a == b for a, b in zip(r["answers"], base["answers"]))
+            print(f"[batch {batch_size}] {r['setting']}: {r.get('accuracy', float('nan')):.3f} exact, same as AR "
+                  f"{r['agree_ar']:.3f}, {r['tokens_per_forward']:.2f} tokens/forward, {r['vs_ar']:.2f}x AR",
+                  file=sys.stderr, flush=True)
+        results += measured
+    prompts = [r["prompt"] for r in records]
+    budget = settings[0].budget
+    for r in results:
+        if r["method"] in ("gated", "gated_predraft"):
+            answers = answer_gated(model, tokenizer, prompts, max_new_tokens=budget, draft_length=r["block_length"],
+                                   batch_size=acceptance_batch, predraft=r["method"] == "gated_predraft")
+            r["acceptance_by_position"] = acceptance_by_position(answers, r["block_length"])
+            kept = [a for answer in answers for a in answer.extra["accepted"]]
+            r["kept_per_round"] = statistics.fmean(kept) if kept else 0.0
+    return results
+
+
 def forward_cost(model, positions: list[int], prefix: int = 64, repeats: int = 20) -> dict:
     """Milliseconds of one forward of `q` new positions against a cache of `prefix` positions, for each q."""
     import torch
@@ -144,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_dlm import DiffusionLM
-    from hf_dlm.cli.bench import Setting, run
 
     torch.set_num_threads(args.threads)
     preset = get_preset(args.preset)
@@ -162,31 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(gated)
     model = DiffusionLM.from_pretrained(gated).eval()
     records = task_dataset(preset, "test").to_list()[: args.n or preset.n_accuracy]
-    budget = preset.main_budget
-    settings = [Setting("ar", budget, None, True, preset.block_length)]
-    settings += [Setting("gated", budget, None, True, k) for k in args.draft_lengths]
-    settings += [Setting("gated_predraft", budget, None, True, k) for k in args.predraft_lengths]
-    results = []
-    for batch_size in args.batch_sizes:
-        measured = run(settings, model, tokenizer, records, ar_model=ar, batch_size=batch_size,
-                       progress=lambda msg, b=batch_size: print(f"[batch {b}] {msg}", file=sys.stderr, flush=True))
-        ar_result = next(r for r in measured if r["method"] == "ar")
-        for r in measured:
-            r["batch_size"] = batch_size
-            r["vs_ar"] = ar_result["seconds"] / r["seconds"]
-            r["agree_ar"] = statistics.fmean(a == b for a, b in zip(r["answers"], ar_result["answers"]))
-            print(f"[batch {batch_size}] {r['setting']}: exact {r['accuracy']:.3f}, same as AR {r['agree_ar']:.3f}, "
-                  f"{r['tokens_per_forward']:.2f} tokens/forward, {r['vs_ar']:.2f}x AR", file=sys.stderr, flush=True)
-        results += measured
-    # Accepted drafts per draft position, from a separate (untimed) pass that keeps each round's counts.
-    from hf_dlm.evaluation import answer_gated
-
-    prompts = [r["prompt"] for r in records]
-    for r in results:
-        if r["method"] in ("gated", "gated_predraft"):
-            answers = answer_gated(model, tokenizer, prompts, max_new_tokens=budget, draft_length=r["block_length"],
-                                   batch_size=16, predraft=r["method"] == "gated_predraft")
-            r["acceptance_by_position"] = acceptance_by_position(answers, r["block_length"])
+    settings = gated_settings(preset.main_budget, args.draft_lengths, args.predraft_lengths, preset.block_length)
+    results = measure_against_ar(settings, model, tokenizer, records, ar, args.batch_sizes)
     cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
                                        *((k + 1) ** 2 for k in args.predraft_lengths)}))
     out = args.out or HERE / "results" / f"gated_{args.preset}.json"
