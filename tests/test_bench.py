@@ -44,6 +44,23 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
         assert r["setting"] == f"draft {r['block_length']} + AR verify"
     assert "draft 5 + AR verify" in spec.with_suffix(".md").read_text()
 
+    # A gated drafter of the same AR base, trained a few steps, then one forward per round: AR's answers again.
+    gated = tmp_path / "gated.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gated_drafter.py"), "--preset", "smoke", "--work",
+         str(tmp_path / "work"), "--train-steps", "3", "--draft-lengths", "2", "--predraft-lengths", "2",
+         "--batch-sizes", "1", "4", "--out", str(gated)],
+        check=True, cwd=ROOT, timeout=600,
+    )
+    measured = json.loads(gated.read_text())
+    assert (tmp_path / "work" / "gated" / "config.json").is_file()
+    for batch in (1, 4):
+        rows = [r for r in measured["results"] if r["batch_size"] == batch]
+        ar = next(r for r in rows if r["method"] == "ar")
+        assert {r["method"] for r in rows} == {"ar", "gated", "gated_predraft"}
+        assert all(r["answers"] == ar["answers"] and r["agree_ar"] == 1.0 for r in rows)
+    assert set(measured["forward_ms"]) == {"1", "5", "9"}
+
 
 def test_predict_coverage_counts_bounds_at_or_above_the_true_length(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
