@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from common import write_json
-    from gated_drafter import forward_cost, gated_settings, measure_against_ar
+    from gated_drafter import forward_cost, gated_settings, measure_against_ar, round_shapes
 
     from hf_dlm.default import DEFAULT_DRAFTER, load_default_drafter
     from hf_dlm.evaluation import answer_autoregressive, answer_gated
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.max_new_tokens
     settings = gated_settings(budget, args.draft_lengths, args.predraft_lengths)
     results = measure_against_ar(settings, model, tokenizer, records, ar, args.batch_sizes, acceptance_batch=8)
-    cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
-                                       *((k + 1) ** 2 for k in args.predraft_lengths)}), prefix=128)
+    cost = forward_cost(model, round_shapes(args.draft_lengths, args.predraft_lengths), prefix=128)
     agreement = None
     if args.agreement_dtype:
         low_model, low_ar = model.to(getattr(torch, args.agreement_dtype)), ar.to(getattr(torch, args.agreement_dtype))

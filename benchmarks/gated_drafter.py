@@ -11,7 +11,7 @@ Needs the AR checkpoint of `benchmarks/run.py` (stage `ar`). Two stages:
            of one forward over 2k+1 positions against one over 1 position (the bound on what drafting can buy here).
 
     python benchmarks/run.py --preset full --stages ar                        # the AR base (~18 min on 2 cores)
-    python benchmarks/gated_drafter.py --preset full --train-steps 600       # train + measure
+    python benchmarks/gated_drafter.py --preset full                          # train (~13 min) + measure
     python benchmarks/gated_drafter.py --preset smoke --work /tmp/smoke --out /tmp/smoke/gated.json
 
 Writes benchmarks/results/gated_<preset>.{json,md} (or --out).
@@ -120,23 +120,37 @@ def measure_against_ar(settings, model, tokenizer, records, ar, batch_sizes, acc
     return results
 
 
-def forward_cost(model, positions: list[int], prefix: int = 64, repeats: int = 20) -> dict:
-    """Milliseconds of one forward of `q` new positions against a cache of `prefix` positions, for each q."""
+def round_shapes(draft_lengths, predraft_lengths) -> dict[int, int]:
+    """{positions in a round's forward: masks among them}: one position (an AR step), 2k+1 (k drafts + k masks after
+    the pending token), (k+1)^2 with pre-drafts (k+1 blocks of k masks)."""
+    shapes = {1: 0}
+    shapes.update({2 * k + 1: k for k in draft_lengths})
+    shapes.update({(k + 1) ** 2: k * (k + 1) for k in predraft_lengths})
+    return dict(sorted(shapes.items()))
+
+
+def forward_cost(model, shapes: dict[int, int], prefix: int = 64, repeats: int = 20) -> dict:
+    """Milliseconds of one forward of q new positions (the last `shapes[q]` of them masks, so the gated adapter runs
+    as in a round) against a cache of `prefix` positions, for each q."""
     import torch
     from transformers.cache_utils import DynamicCache
 
-    ids = torch.randint(0, model.config.drafter_base_vocab_size or 100, (1, prefix + max(positions)))
+    longest = max(shapes)
+    ids = torch.randint(0, model.config.drafter_base_vocab_size or 100, (1, prefix + longest))
     result = {}
     with torch.no_grad():
         model(input_ids=ids, use_cache=False)  # warm-up: lazy initialisation is paid once, untimed
         for _ in range(2):
-            for q in positions:  # interleaved rounds: load changes hit every q alike
+            for q, masks in shapes.items():  # interleaved rounds: load changes hit every q alike
+                new = ids[:, prefix : prefix + q].clone()
+                if masks:
+                    new[:, -masks:] = model.config.mask_token_id
                 times = []
                 for _ in range(repeats):
                     cache = DynamicCache()
                     model(input_ids=ids[:, :prefix], cache=cache, use_cache=True, logits_to_keep=1)
                     start = time.perf_counter()
-                    model(input_ids=ids[:, prefix : prefix + q], cache=cache, use_cache=True, shift_logits=False)
+                    model(input_ids=new, cache=cache, use_cache=True, shift_logits=False)
                     times.append(time.perf_counter() - start)
                 result.setdefault(q, []).append(statistics.median(times) * 1000)
     return {q: min(v) for q, v in result.items()}
@@ -163,13 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="train again even if <work>/gated exists")
     parser.add_argument("--more", action="store_true",
                         help="train the saved <work>/gated drafter for --train-steps more steps (a new schedule)")
-    parser.add_argument("--train-steps", type=int, default=None, help="default: the preset's diffusion_steps")
+    parser.add_argument("--train-steps", type=int, default=None, help="default: 800 (the preset's diffusion_steps for "
+                        "presets other than full)")
     parser.add_argument("--rows-per-step", type=int, default=None, help="default: the preset's diffusion rows")
-    parser.add_argument("--train-draft-length", type=int, default=8)
-    parser.add_argument("--train-draft-cuts", type=int, default=12,
+    parser.add_argument("--train-draft-length", type=int, default=4)
+    parser.add_argument("--train-draft-cuts", type=int, default=24,
                         help="cuts per training row (a random subset; each costs --train-draft-length positions)")
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--rank", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--draft-lengths", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--predraft-lengths", nargs="*", type=int, default=[],
                         help="draft lengths also measured with pre-drafts (a block per outcome, TiDAR)")
@@ -193,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{work / 'ar'} holds no checkpoint: python benchmarks/run.py --preset {args.preset} --stages ar")
     gated = work / "gated"
     if "train" in args.stages and (args.force or args.more or not (gated / "config.json").is_file()):
-        train(preset, work, args.train_steps or preset.diffusion_steps,
+        default_steps = 800 if args.preset == "full" else preset.diffusion_steps
+        train(preset, work, args.train_steps or default_steps,
               args.rows_per_step or preset.diffusion_rows_per_step, args.train_draft_length, args.rank,
               args.learning_rate, args.train_draft_cuts, more=args.more and (gated / "config.json").is_file())
     if "measure" not in args.stages:
@@ -204,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     records = task_dataset(preset, "test").to_list()[: args.n or preset.n_accuracy]
     settings = gated_settings(preset.main_budget, args.draft_lengths, args.predraft_lengths, preset.block_length)
     results = measure_against_ar(settings, model, tokenizer, records, ar, args.batch_sizes)
-    cost = forward_cost(model, sorted({1, *(2 * k + 1 for k in args.draft_lengths),
-                                       *((k + 1) ** 2 for k in args.predraft_lengths)}))
+    cost = forward_cost(model, round_shapes(args.draft_lengths, args.predraft_lengths))
     out = args.out or HERE / "results" / f"gated_{args.preset}.json"
     table = markdown(results, cost)
     write_json(out, {"preset": preset.to_dict(), "results": results, "forward_ms": cost,
