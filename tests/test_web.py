@@ -50,6 +50,7 @@ def test_serve_help_is_light_and_listed():
         (["--block-length", "0"], "block_length"),
         (["--model", "/no/such/dir"], "no such directory"),
         (["--host", "no-such-host.invalid"], "cannot resolve --host"),
+        (["--gated", "--threshold", "0.5"], "threshold do not apply"),
     ],
 )
 def test_bad_serve_flags_are_refused_before_anything_loads(argv, says):
@@ -413,3 +414,24 @@ def test_stop_reaches_only_the_sessions_own_answer():
 def test_the_page_logic_imports_without_torch():
     code = "import sys, hf_dlm.web.canvas, hf_dlm.web.session; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_gated_drafter_answers_on_the_page_with_its_bases_text_beside_the_ar_one():
+    import copy
+
+    import torch
+
+    from hf_dlm import DiffusionLM
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    base = tiny_causal_lm("llama", vocab_size=len(tok)).eval()
+    model = DiffusionLM.from_causal_lm(copy.deepcopy(base), tok, drafter="gated_lora", drafter_rank=4).eval()
+    base.generation_config.eos_token_id = model.config.eos_token_id
+    every = updates(ready_holder(model, base), page={"max_new_tokens": 12}, compare_ar=True)
+    last = every[-1]
+    assert last.message == "" and "gated drafter" in every[0].diffusion
+    assert 'data-figure="tokens / forward"' in last.diffusion and 'data-state="done"' in last.ar
+    text = lambda panel: panel.split('<div class="dlm-text">')[1].split("</div>")[0]  # noqa: E731
+    assert text(last.diffusion) == text(last.ar)  # the base's greedy answer, drafted

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE) or None, metavar="KEY",
                        help=f"require `Authorization: Bearer KEY` on the OpenAI-compatible /v1 routes (default: "
                        f"${API_KEY_VARIABLE}, else no key; set one whenever --host is not a loopback address)")
+    group.add_argument("--gated", action="store_true",
+                       help="serve SmolLM2 with its shipped gated drafter instead of the diffusion adapter: one "
+                       "forward drafts and verifies, the answer is SmolLM2's greedy one (embedded default only)")
     group.add_argument("--no-ar", dest="ar", action="store_false",
                        help="do not load the AR twin of the embedded default (no comparison; less memory)")
     add_model_arguments(parser, "the embedded SmolLM2 diffusion model, with the AR comparison")
@@ -97,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     overrides = decoding_settings(args)
     check_model(parser, args.model)
     check_decoding(parser, args.model, overrides)
+    if args.gated and args.model is not None:
+        parser.error("--gated serves the embedded SmolLM2 gated drafter; a --model saved as a gated drafter is "
+                     "served as one without the flag.")
+    if args.gated and overrides:
+        parser.error(f"--gated answers with SmolLM2's greedy answer: the diffusion settings "
+                     f"{', '.join(sorted(overrides))} do not apply; drop them (the page's budget applies).")
     if importlib.util.find_spec("gradio") is None:
         parser.error("the web demo needs gradio: pip install 'hf-dlm[web]' (or pip install gradio)")
     if args.api_key is not None and not args.api_key.strip():
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
         register_auto_classes()
         loaded = load_model(_ReportingParser(prog="hf-dlm serve"), args.model, args.dtype, args.device,
-                            args.threads, status=progress, autoregressive=with_ar)
+                            args.threads, status=progress, autoregressive=with_ar, gated=args.gated)
         return LoadedModel(*loaded) if with_ar else LoadedModel(loaded, None)
 
     if args.model is None:

@@ -14,6 +14,7 @@ after every token, as a stopping criterion).
 
 from __future__ import annotations
 
+import html
 import math
 import queue
 import sys
@@ -283,6 +284,42 @@ def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Even
     yield from stream_in_thread(work, stop)
 
 
+def gated_updates(model, prompt: str, max_new_tokens: int, stop: threading.Event,
+                  draft_length: int = 4) -> Iterator[tuple[str, Any]]:
+    """`("text", decided tokens)` after every round of a gated drafter (`speculative_generate`: one forward drafts
+    and verifies), then `("done", Answer)`; stops after the current round when `stop` is set."""
+    from ..evaluation import Answer, split_answer
+
+    pad_id, eos_ids = model.config.pad_token_id, model.config.eos_token_ids
+
+    def work(callback):
+        decided: list[int] = []
+
+        class Relay:  # transformers' streamer protocol: the prompt first, then each round's decided tokens
+            prompt_seen = False
+
+            def put(self, tokens):
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                decided.extend(tokens.tolist())
+                callback(list(decided))
+
+            def end(self):
+                pass
+
+        inputs = _encode(model, prompt)
+        begin = time.perf_counter()
+        out = model.speculative_generate(**inputs, max_new_tokens=max_new_tokens, draft_length=draft_length,
+                                         streamer=Relay())
+        seconds = time.perf_counter() - begin
+        tokens, ended = split_answer(out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), eos_ids, pad_id)
+        text = _decode(model.tokenizer, tokens, skip_special_tokens=True)
+        return Answer(prompt, text, tokens, ended, int(out.verify_forwards[0]), seconds)
+
+    yield from stream_in_thread(work, stop)
+
+
 def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int, stop: threading.Event):
     """The causal LM's greedy answer in a worker thread (bookkept as `evaluation.answer_autoregressive`: NFE =
     generated tokens); stops after the current token when `stop` is set."""
@@ -356,6 +393,9 @@ class AnswerStream:
 
     def _answer(self, loaded: LoadedModel, prompt: str, settings: dict) -> Iterator[PageUpdate]:
         model = loaded.model
+        if getattr(model, "drafter", None) is not None:
+            yield from self._gated_answer(loaded, prompt, settings)
+            return
         tokenizer = model.tokenizer
         config = model.generation_config
         effective = {name: settings.get(name, getattr(config, name)) for name in PAGE_SETTINGS}
@@ -402,6 +442,45 @@ class AnswerStream:
                                  answer.extra.get("predicted_length"), bound, answer.extra.get("grew"))
         canvas = renderer.render(renderer.last, "done") if renderer.last is not None else ""
         diffusion = answer_html(title, answer.text, figures, canvas)
+        yield from self._then_ar(loaded, prompt, budget, diffusion, with_ar, ar_waiting)
+
+    def _gated_answer(self, loaded: LoadedModel, prompt: str, settings: dict) -> Iterator[PageUpdate]:
+        """A gated drafter's answer: the decided text grows round by round (its base's greedy answer); the canvas
+        settings of the page (strategy, block, threshold) do not apply to it, the budget does."""
+        model = loaded.model
+        budget = settings.get("max_new_tokens", model.generation_config.max_new_tokens)
+        title = "gated drafter (one forward drafts 4 tokens and verifies the last ones; the base's greedy answer)"
+        with_ar = self.compare_ar and loaded.ar_model is not None
+        ar_waiting = self._ar_placeholder(with_ar)
+        self.first_update_seconds = time.perf_counter() - self.started
+        yield PageUpdate(panel_html(title, '<div class="dlm-note">drafting...</div>', "decoding"), ar_waiting, "")
+        answer, shown, latest = None, time.perf_counter(), []
+        try:
+            for kind, item in gated_updates(model, prompt, budget, self.stop):
+                if kind == "done":
+                    answer = item
+                    continue
+                latest = item
+                if time.perf_counter() - shown >= self.min_frame_interval:
+                    text = _decode(model.tokenizer, latest, skip_special_tokens=True)
+                    yield PageUpdate(panel_html(title, f'<div class="dlm-text">{html.escape(text)}</div>',
+                                                "decoding"), ar_waiting, "")
+                    shown = time.perf_counter()
+        except DecodingStopped:
+            yield PageUpdate(panel_html(title, "", "stopped"), "",
+                             message_html(f"Stopped after {len(latest)} tokens.", "info"))
+            return
+        except Exception as error:
+            yield PageUpdate("", "", message_html(self._explain(error)))
+            return
+        figures = answer_figures(len(answer.tokens), answer.ended, answer.nfe, answer.seconds)
+        yield from self._then_ar(loaded, prompt, budget, answer_html(title, answer.text, figures), with_ar,
+                                 ar_waiting)
+
+    def _then_ar(self, loaded: LoadedModel, prompt: str, budget: int, diffusion: str, with_ar: bool,
+                 ar_waiting: str) -> Iterator[PageUpdate]:
+        """The finished answer, then (with the AR twin) the causal LM's own answer beside it."""
+        tokenizer = loaded.model.tokenizer
         if not with_ar:
             yield PageUpdate(diffusion, ar_waiting, "")
             return
