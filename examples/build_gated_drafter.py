@@ -99,7 +99,8 @@ def train(args) -> None:
     settings = {"drafter": "gated_lora", "drafter_rank": args.rank, "attention": args.attention,
                 "draft_length": args.draft_length}
     (asset / "drafter_config.json").write_text(json.dumps(settings, indent=1) + "\n")
-    tokens = sum(len(model.tokenizer.apply_chat_template(r["messages"])) for r in rows)
+    tokens = sum(len(model.tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+                 for r in rows)
     log = {"steps": result.global_step, "minutes": round(minutes, 1), "training_loss": result.training_loss,
            "examples": len(rows), "example_tokens": tokens,
            "rows_seen": result.global_step * args.batch_size * args.accumulation,
