@@ -197,3 +197,33 @@ def test_generate_decodes_a_gated_drafter_checkpoint_as_its_bases_greedy_answer(
     expected = expected[: expected.index(0)] if 0 in expected else expected
     assert record["text"] == tok.decode(expected)
     assert record["tokens"] == len(expected) and "accepted" in record
+
+
+def test_bench_measures_a_gated_drafter_against_its_base(tmp_path, capsys):
+    import copy
+
+    import torch
+
+    from hf_dlm import DiffusionLM
+    from hf_dlm.testing import char_tokenizer, tiny_causal_lm
+
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    base = tiny_causal_lm("gpt2", vocab_size=len(tok)).eval()
+    base.save_pretrained(tmp_path / "ar")
+    DiffusionLM.from_causal_lm(copy.deepcopy(base), tok, drafter="gated_lora", drafter_rank=4).save_pretrained(
+        tmp_path / "gated")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "abc"}\n{"prompt": "q"}\n')
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--model", str(tmp_path / "gated"), "--prompts", str(prompts), "--ar-model",
+            str(tmp_path / "ar"), "--budgets", "8", "--draft-lengths", "2,3", "--batch-size", "2", "--out", str(out)]
+    assert cli_main(argv) == 0
+    results = json.loads(out.read_text())["results"]
+    ar = next(r for r in results if r["method"] == "ar")
+    gated = [r for r in results if r["method"] == "gated"]
+    assert [r["block_length"] for r in gated] == [2, 3]
+    assert all(r["answers"] == ar["answers"] and "speedup_vs_ar" in r for r in gated)
+    with pytest.raises(SystemExit) as exit:
+        cli_main(argv + ["--thresholds", "0.5"])
+    assert exit.value.code == 2 and "--thresholds do not apply" in capsys.readouterr().err

@@ -230,6 +230,29 @@ def _error_summary(errors: list[int]) -> dict:
                                 "under": sum(e < 0 for e in errors) / len(errors)}
 
 
+def gated_grid(parser, args, budgets: Sequence[int], ar: bool) -> list[Setting]:
+    """The settings of a gated drafter: AR (when given) and `gated` at every --draft-lengths, per budget. The
+    diffusion flags are refused rather than ignored."""
+    defaults = build_parser().parse_args(["--model", "m", "--prompts", "p"])
+    changed = [f"--{name.replace('_', '-')}" for name in ("strategies", "thresholds", "cache", "block_length")
+               if getattr(args, name) != getattr(defaults, name)]
+    if changed:
+        parser.error(f"{args.model} is a gated drafter (one forward drafts and verifies): {', '.join(changed)} do "
+                     f"not apply; use --budgets and --draft-lengths.")
+    try:
+        lengths = _ints(args.draft_lengths)
+    except ValueError as error:
+        parser.error(f"--draft-lengths: {error}")
+    if any(k < 1 for k in lengths):
+        parser.error(f"--draft-lengths must be >= 1, got {args.draft_lengths}")
+    settings = []
+    for budget in budgets:
+        if ar:
+            settings.append(Setting("ar", budget, None, True, args.block_length))
+        settings += [Setting("gated", budget, None, True, k) for k in lengths]
+    return settings
+
+
 def add_ratios(results: list[dict]) -> list[dict]:
     """Speed-ups (baseline seconds / these seconds, > 1 = faster) and NFE reductions, within this run:
     `vs_ar` (AR generate with cache, same budget), `vs_fixed` (fixed, same budget, threshold and cache),
@@ -241,8 +264,9 @@ def add_ratios(results: list[dict]) -> list[dict]:
 
     for r in results:
         b, block = r["budget"], r["block_length"]
+        any_ar = next((x for x in results if x["method"] == "ar" and x["budget"] == b and x["use_cache"]), None)
         baselines = {
-            "ar": find("ar", b, None, True, block),
+            "ar": find("ar", b, None, True, block) or any_ar,  # a gated setting's block is its draft length
             "fixed": find("fixed", b, r["threshold"], r["use_cache"], block) if r["method"] != "ar" else None,
             "traditional": find("fixed", b, None, False, block),
         }
@@ -322,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="Use only the first N prompts.")
     p.add_argument("--no-traditional", action="store_true",
                    help="Skip the traditional baseline (one token per step, full canvas, no cache): slow at big budgets.")
+    p.add_argument("--draft-lengths", default="2,4",
+                   help="Gated drafters (a --model saved with drafter='gated_lora'): drafts per forward to measure, "
+                   "comma-separated; the diffusion settings (strategies, thresholds, cache, block) do not apply.")
     p.add_argument("--out", default="bench.json", help="Where to write the JSON results.")
     return p
 
@@ -363,8 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.ar_backbone:
         ar_model = causal_twin(dlm)
     caches = {"on": (True,), "off": (False,), "both": (True, False)}[args.cache]
-    settings = grid(budgets, thresholds, strategies, caches,
-                    args.block_length, ar=ar_model is not None, traditional=not args.no_traditional)
+    if getattr(dlm, "drafter", None) is not None:
+        settings = gated_grid(parser, args, budgets, ar_model is not None)
+    else:
+        settings = grid(budgets, thresholds, strategies, caches,
+                        args.block_length, ar=ar_model is not None, traditional=not args.no_traditional)
     results = add_ratios(run(settings, dlm, tokenizer, records, ar_model=ar_model, batch_size=args.batch_size,
                              progress=lambda msg: print(msg, file=sys.stderr)))
     print(format_table(results))
