@@ -96,7 +96,7 @@ def test_a_valid_request_becomes_decoding_settings():
         ("Hi", {"max_new_tokens": 12.5}, "must be a whole number"),
         ("Hi", {"block_length": 0}, "Block length 0 is out of range"),
         ("Hi", {"threshold": 1.5}, "`threshold` must be in (0, 1]"),
-        ("Hi", {"temperature": -1}, "`temperature` must be >= 0"),
+        ("Hi", {"temperature": -1}, "`temperature` must be a finite number >= 0"),
         ("Hi", {"length_strategy": "longest"}, "`length_strategy` must be one of"),
     ],
 )
