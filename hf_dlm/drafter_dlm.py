@@ -35,6 +35,8 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .configuration_dlm import DRAFT_ATTENTION, DRAFTERS
+from .generation_dlm import crop_cache
+from .settings_dlm import check_prompt_tensors, token_id_list
 
 # The linear layers of decoder blocks, by family: Llama / Qwen2 / SmolLM / Mistral and GPT-2 (Conv1D). The LM head is
 # never adapted: it runs on the kept positions only (`logits_to_keep`), where the gate would not line up.
@@ -335,9 +337,7 @@ class _Batch:
             if done:
                 finished.append(i)
         # Keep the clean positions, drop the masks (the cache holds no mask position between rounds).
-        excess = self.cache.get_seq_length() - (self.slots.shape[1] + lead)
-        if excess > 0:
-            self.cache.crop(-excess)
+        crop_cache(self.cache, self.slots.shape[1] + lead)
         self.slots = torch.cat([self.slots, keep_slots], dim=1)
         if finished:
             stay = [i for i in range(live) if i not in finished]
@@ -362,13 +362,10 @@ def check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[0] == 0 \
             or input_ids.shape[1] == 0:
         raise ValueError("input_ids must be a non-empty 2D LongTensor [batch, prompt_length].")
-    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+    check_prompt_tensors(input_ids, attention_mask)  # integer ids, 0/1 mask: the decoder's own rule
     if attention_mask is not None:
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}.")
-        if not ((attention_mask == 0) | (attention_mask == 1)).all():
-            raise ValueError("attention_mask must hold 0 (padding) and 1 (real token) only.")
         if (attention_mask.sum(-1) == 0).any():
             raise ValueError("A prompt row has no real token (attention_mask all 0): every row needs at least one.")
         if (attention_mask[:, :-1].bool() & ~attention_mask[:, 1:].bool()).any():
@@ -392,10 +389,7 @@ def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mas
     `streamer` (batch 1, transformers' `put` / `end` protocol): the prompt, then each round's decided tokens;
     `end()` when decoding stops, also when it fails."""
     check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens, draft_length)
-    if eos_token_id is None:
-        eos_ids = list(model.config.eos_token_ids)
-    else:
-        eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    eos_ids = list(model.config.eos_token_ids) if eos_token_id is None else token_id_list(eos_token_id)
     vocab = model.get_input_embeddings().num_embeddings
     if not eos_ids or any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab for i in eos_ids):
         raise ValueError(f"eos_token_id must be one or more token ids in [0, {vocab}), got {eos_token_id!r}.")
