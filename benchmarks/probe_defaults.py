@@ -39,7 +39,9 @@ def decode_strategies(model, tokenizer, records, budget: int, block: int, thresh
         per_task = defaultdict(list)
         for c, r in zip(correct, records):
             per_task[r["task"]].append(c)
+        produced = sum(len(a.tokens) + int(a.ended) for a in answers)  # answer tokens and the EOS that ends them
         row = {"exact": sum(correct) / len(records), "mean_nfe": statistics.fmean(a.nfe for a in answers),
+               "tokens_per_forward": produced / max(1, sum(a.nfe for a in answers)),
                "seconds": time.perf_counter() - start,
                "per_task": {t: sum(v) / len(v) for t, v in sorted(per_task.items())}}
         if method == "predict":

@@ -23,6 +23,10 @@ Variants:
 - attention annealing (DiffuGPT, github.com/HKUNLP/DiffuLLaMA): during the first `anneal_steps` optimizer steps
   the attention mask is causal OR Bernoulli(min(1, (step + 1) / anneal_steps)): each future position becomes
   visible with a growing probability, easing the AR weights into bidirectional attention.
+- all-masked rows (TiDAR, arXiv 2511.08923): a share of rows (`all_masked_share`) gets t = 1, every maskable
+  token masked: the first forward of every block and every canvas.
+- complementary masks (Fast-dLLM v2, arXiv 2509.26328): `complement` turns a noised batch into the batch masked
+  where it was not (t' = 1 - t), so a row and its complement supervise every maskable token exactly once.
 - confidence-aware training (LLaDA 2.0's CAP, arXiv 2512.15745; dParallel's certainty forcing,
   github.com/czg1225/dParallel): `confidence_loss` adds the entropy of the model's distribution at the masked
   positions it already predicts correctly (argmax == target). Minimising it sharpens the predictions that are right,
@@ -129,6 +133,7 @@ class DiffusionNoise:
     eos_always_masked: bool = False
     anneal_steps: int = 0
     seed: int = 0
+    all_masked_share: float = 0.0
 
     def __post_init__(self):
         if not 0.0 < self.t_min <= self.t_max <= 1.0:
@@ -137,6 +142,8 @@ class DiffusionNoise:
             raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
         if self.eos_always_masked and not self.eos_token_ids:
             raise ValueError("eos_always_masked=True needs eos_token_ids (the model config's eos_token_id).")
+        if not 0.0 <= self.all_masked_share <= 1.0:
+            raise ValueError(f"all_masked_share is a share of rows in [0, 1], got {self.all_masked_share}.")
         self.eos_token_ids = tuple(int(i) for i in self.eos_token_ids)
 
     def antithetic_t(self, n: int, step: int, rank: int = 0) -> torch.Tensor:
@@ -167,6 +174,7 @@ class DiffusionNoise:
         maskable = maskable_positions(loss_mask) & real
         ratio = 1.0 if step is None else anneal_ratio(step, self.anneal_steps)
         own_t = torch.empty(batch)
+        all_masked = torch.zeros(batch, dtype=torch.bool)
         uniforms = torch.ones(batch, length)  # 1.0 never falls below t: padding is never masked
         visible = torch.zeros(batch, length, length, dtype=torch.bool) if ratio < 1.0 else None
 
@@ -188,8 +196,13 @@ class DiffusionNoise:
                 sub = torch.rand(n, n, generator=generator) < ratio
                 sub |= torch.ones(n, n, dtype=torch.bool).tril()
                 visible[row, index[:, None], index[None, :]] = sub
+            if self.all_masked_share > 0 and step is not None:  # drawn last: the draws above stay as they were
+                all_masked[row] = torch.rand(1, generator=generator).item() < self.all_masked_share
 
         t = own_t if t is None else t.detach().float().cpu()
+        # TiDAR's all-masked rows: t = 1 masks every maskable token (weight 1/t = 1), the view of a block's first
+        # forward, and the drafting view that its ablation found best.
+        t = torch.where(all_masked, torch.ones_like(t), t)
         masked = maskable & (uniforms.to(device) < t.to(device)[:, None])
         loss_weight = masked.float() / t.to(device)[:, None]
         if self.eos_always_masked:
@@ -207,14 +220,37 @@ class DiffusionNoise:
         return NoisyBatch(noisy_ids, attention, masked, loss_weight, maskable, t.to(device))
 
 
+def complement(noisy: NoisyBatch, input_ids: torch.LongTensor, mask_token_id: int, t_min: float = ELBO_T_MIN
+               ) -> NoisyBatch:
+    """The complementary view of a noised batch (Fast-dLLM v2, arXiv 2509.26328): mask exactly the maskable tokens
+    `noisy` left visible. Its noise level is t' = 1 - t (a maskable token is in the complement with probability
+    1 - t), clamped to `t_min` so that the 1/t' weight stays bounded when t = 1; a token masked for sure (a forced
+    EOS, weight 1) is visible in the complement. Row i and its complement together carry every maskable token's
+    loss exactly once."""
+    masked = noisy.maskable & ~noisy.masked
+    t = (1.0 - noisy.t).clamp(min=t_min)
+    loss_weight = masked.float() / t[:, None]
+    return NoisyBatch(input_ids.masked_fill(masked, mask_token_id), noisy.attention_mask, masked, loss_weight,
+                      noisy.maskable, t)
+
+
+def stack_noisy(first: NoisyBatch, second: NoisyBatch) -> NoisyBatch:
+    """Two noised batches of the same length as one (rows of `first`, then `second`)."""
+    return NoisyBatch(*(torch.cat([a, b]) for a, b in zip(
+        (first.input_ids, first.attention_mask, first.masked, first.loss_weight, first.maskable, first.t),
+        (second.input_ids, second.attention_mask, second.masked, second.loss_weight, second.maskable, second.t))))
+
+
 __all__ = [
     "ELBO_T_MIN",
     "DiffusionNoise",
     "NoisyBatch",
     "anneal_ratio",
     "antithetic_t",
+    "complement",
     "confidence_loss",
     "diffusion_loss",
     "maskable_positions",
     "seeded_generator",
+    "stack_noisy",
 ]

@@ -52,13 +52,18 @@ from .modeling_dlm import DiffusionLM
 from .noise import (
     DiffusionNoise,
     NoisyBatch,
+    complement,
     confidence_loss,
     diffusion_loss,
     maskable_positions,
     seeded_generator,
+    stack_noisy,
 )
 from .training_args import DEFAULT_BLOCK_ROWS, DiffusionTrainingArguments
 from .two_stream import cut_after_eos_block, two_stream_rows
+
+# The batch key marking the rows that `all_blocks` shows as two-stream rows (set in get_batch_samples).
+ALL_BLOCKS_KEY = "all_blocks"
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +183,7 @@ class DiffusionTrainer(Trainer):
         if self.causal_prefix and not config.shift_logits:
             raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
                              "first token of each block).")
+        _check_signal_options(args, self.drafter_mode, self.causal_prefix)
         check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         if peft_config is not None:
             model = apply_peft(model, peft_config)
@@ -239,6 +245,7 @@ class DiffusionTrainer(Trainer):
             eos_always_masked=args.eos_always_masked,
             anneal_steps=args.anneal_steps,
             seed=args.seed if args.mask_seed is None else args.mask_seed,
+            all_masked_share=args.all_masked_rows,
         )
         # Evaluation estimates the ELBO itself whatever the training variant: t ~ U[1e-3, 1], no forced EOS, full
         # attention, and a fixed noise stream so that checkpoints are compared on the same masks.
@@ -270,13 +277,16 @@ class DiffusionTrainer(Trainer):
         if self._random_fill:
             batch_samples = [self._random_fill_lengths(b) for b in batch_samples]
         if self.block_rows > 0:
-            batch_samples = [self._block_rows(b) for b in batch_samples]
+            split = self._all_block_rows if self.args.all_blocks else self._block_rows
+            batch_samples = [split(b) for b in batch_samples]
         if self.causal_prefix:
             batch_samples = [self._cut_after_eos_block(b) for b in batch_samples]
         if self.drafter_mode:
             num_items = torch.tensor(sum(self._draft_target_count(b) for b in batch_samples))
         else:
             num_items = sum(maskable_positions(b["loss_mask"]).sum() for b in batch_samples)
+            if self.args.complementary_masks:  # every row is trained twice, once per mask of its pair
+                num_items = num_items * 2
         num_items = num_items.to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             num_items = self.accelerator.gather(num_items).sum()
@@ -307,6 +317,22 @@ class DiffusionTrainer(Trainer):
         its noise (seed, step, tokens), so accumulation, DDP and resume make the same choice."""
         return block_rows(batch, self.args.block_length, self.block_rows, self.noise.eos_token_ids,
                           self._pad_token_id, self._row_generators(batch, b"block_rows"))
+
+    def _all_block_rows(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`all_blocks`: the rows block_rows would pick (the same seeded draw) are marked to be shown as two-stream
+        rows, every block of the answer at once, and cut after the block holding their answer's EOS (no block
+        past it is decoded by grow; the loss normaliser counts what is trained)."""
+        generator_for = self._row_generators(batch, b"block_rows")
+        picked = torch.tensor([torch.rand(1, generator=generator_for(row)).item() < self.block_rows
+                               for row in range(batch["input_ids"].shape[0])], dtype=torch.bool)
+        batch = dict(batch)
+        if picked.any():
+            cut = self._cut_after_eos_block({k: batch[k][picked] for k in ("input_ids", "attention_mask", "loss_mask")})
+            for key, value in cut.items():
+                batch[key] = batch[key].clone()
+                batch[key][picked] = value
+        batch[ALL_BLOCKS_KEY] = picked.to(batch["input_ids"].device)
+        return batch
 
     def _cut_after_eos_block(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return cut_after_eos_block(batch, self.args.block_length, self.noise.eos_token_ids, self._pad_token_id)
@@ -344,16 +370,40 @@ class DiffusionTrainer(Trainer):
 
     # ------------------------------------------------------------------ loss
     def _denoise(self, model, inputs: dict[str, torch.Tensor], noisy: NoisyBatch):
-        """One forward over the noised batch: (outputs, logits, targets, loss weights), aligned."""
-        if not self.causal_prefix:
-            outputs = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask)
-            return outputs, outputs.logits, inputs["input_ids"], noisy.loss_weight
+        """The forwards over a noised batch: a list of (outputs, logits, targets, loss weights), aligned; one entry
+        per layout (canvas rows, and the two-stream rows of `all_blocks`). Causal-prefix rows with
+        `ar_loss_weight` add the clean stream's next-token term as a third entry."""
+        if self.causal_prefix:
+            return self._two_stream(model, inputs, noisy, "causal", self.args.ar_loss_weight)
+        picked = inputs.get(ALL_BLOCKS_KEY)
+        if picked is None:
+            picked = torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool, device=inputs["input_ids"].device)
+        parts = []
+        for rows in length_groups(inputs["attention_mask"], ~picked, self.args.length_groups):
+            group, group_noisy = _select(inputs, noisy, rows)
+            outputs = model(input_ids=group_noisy.input_ids, attention_mask=group_noisy.attention_mask)
+            parts.append((outputs, outputs.logits, group["input_ids"], group_noisy.loss_weight))
+        if picked.any():
+            parts += self._two_stream(model, *_select(inputs, noisy, picked), "block_causal", 0.0)
+        return parts
+
+    def _two_stream(self, model, inputs, noisy: NoisyBatch, context: str, ar_weight: float):
+        if noisy.attention_mask.dim() != 2:
+            raise ValueError("all_blocks rows need the 2D padding mask: set anneal_steps=0 with all_blocks=True "
+                             "(attention annealing shows each row a 4D mask of its own).")
         rows = two_stream_rows(inputs["input_ids"], noisy.input_ids, inputs["attention_mask"], inputs["loss_mask"],
-                               noisy.loss_weight, self.args.block_length)
-        # Only the noisy streams carry loss: the LM head runs on them alone (logits_to_keep).
+                               noisy.loss_weight, self.args.block_length, context)
+        # Only the noisy streams carry the diffusion loss: without the AR term the LM head runs on them alone.
         outputs = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids,
-                        logits_to_keep=rows.noisy_length)
-        return outputs, outputs.logits, rows.targets, rows.loss_weight
+                        logits_to_keep=0 if ar_weight > 0 else rows.noisy_length)
+        if ar_weight <= 0:
+            return [(outputs, outputs.logits, rows.targets, rows.loss_weight)]
+        clean = rows.input_ids.shape[1] - rows.noisy_length
+        # The clean stream is the causal LM itself: its aligned logits at position i score token i from the tokens
+        # before it (the kept AR shift), TiDAR's L_AR on the answer's tokens.
+        ar_weights = noisy.maskable[:, :clean].float() * ar_weight
+        return [(outputs, outputs.logits[:, clean:], rows.targets, rows.loss_weight),
+                (outputs, outputs.logits[:, :clean], inputs["input_ids"][:, :clean], ar_weights)]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Masked-diffusion loss: sum over masked tokens of CE / t, divided by the number of loss-carrying tokens of
@@ -367,15 +417,21 @@ class DiffusionTrainer(Trainer):
         noisy = self.noise(
             inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.state.global_step, inputs.get("t")
         )
-        outputs, logits, targets, weights = self._denoise(model, inputs, noisy)
-        loss = diffusion_loss(logits, targets, weights)
+        if self.args.complementary_masks:
+            # Fast-dLLM v2: each row again, masked where it was not, in the same forward.
+            noisy = stack_noisy(noisy, complement(noisy, inputs["input_ids"], self.noise.mask_token_id,
+                                                  self.noise.t_min))
+            inputs = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        parts = self._denoise(model, inputs, noisy)
+        outputs = parts[0][0]
+        loss = sum(diffusion_loss(logits, targets, weights) for _, logits, targets, weights in parts)
         confidence = None
         if self.args.confidence_loss_weight > 0:
             # Normalised by the same count as the CE (the step's loss-carrying tokens, all micro-batches and
             # devices), not by the number of correct positions: that count is only known after every micro-batch's
             # forward, so dividing by it could not be exact under accumulation. The weight thus acts on
             # (share of loss-carrying tokens masked and right) x (their mean entropy).
-            confidence = confidence_loss(logits, targets, weights)
+            confidence = sum(confidence_loss(logits, targets, weights) for _, logits, targets, weights in parts)
             loss = loss + self.args.confidence_loss_weight * confidence
         loss, count, world = self._normalise(loss, noisy.maskable.sum(), num_items_in_batch)
         if confidence is not None and model.training:
@@ -433,8 +489,15 @@ class DiffusionTrainer(Trainer):
             if self.causal_prefix:
                 inputs = self._cut_after_eos_block(inputs)
             noisy = self.eval_noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], step=None)
-            _, logits, targets, weights = self._denoise(model, inputs, noisy)
-            total = diffusion_loss(logits, targets, weights)
+            if self.causal_prefix:  # the ELBO: the diffusion term alone, whatever ar_loss_weight trains
+                rows = two_stream_rows(inputs["input_ids"], noisy.input_ids, inputs["attention_mask"],
+                                       inputs["loss_mask"], noisy.loss_weight, self.args.block_length)
+                logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask,
+                               position_ids=rows.position_ids, logits_to_keep=rows.noisy_length).logits
+                total = diffusion_loss(logits, rows.targets, rows.loss_weight)
+            else:
+                logits = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
+                total = diffusion_loss(logits, inputs["input_ids"], noisy.loss_weight)
         count = noisy.maskable.sum().float()
         if self._eval_totals is not None:
             self._eval_totals += torch.stack([total, count]).to(self._eval_totals.device)
@@ -498,6 +561,71 @@ def _check_drafter_training(args: DiffusionTrainingArguments, peft_config) -> No
     if args.eos_fill:
         raise ValueError("eos_fill=True trains EOS padding for diffusion canvases; a gated drafter stops at the base's "
                          "first EOS: leave eos_fill=None (off for drafters).")
+
+
+def _check_signal_options(args: DiffusionTrainingArguments, drafter_mode: bool, causal_prefix: bool) -> None:
+    """The options that add training signal per forward (docs/training.md), refused where they mean nothing."""
+    if drafter_mode and (args.complementary_masks or args.all_masked_rows > 0 or args.all_blocks
+                         or args.ar_loss_weight > 0):
+        raise ValueError("complementary_masks, all_masked_rows, all_blocks and ar_loss_weight shape the diffusion "
+                         "objective; a gated drafter trains on draft rows: leave them off.")
+    if args.all_blocks and causal_prefix:
+        raise ValueError("attention='causal_prefix' models already train every block in one forward (two-stream "
+                         "rows): leave all_blocks=False.")
+    if args.all_blocks and args.anneal_steps > 1:
+        raise ValueError("all_blocks=True shows rows with a block-causal context, which attention annealing would "
+                         "override: set anneal_steps=0 (or all_blocks=False).")
+    if args.ar_loss_weight > 0 and not causal_prefix:
+        raise ValueError("ar_loss_weight is the next-token loss of a causal context: only attention='causal_prefix' "
+                         "models have one. Leave it at 0 for bidirectional models.")
+
+
+def length_groups(attention_mask: torch.Tensor, rows: torch.Tensor, groups: int) -> list[torch.Tensor]:
+    """Split the `rows` (bool [B]) of a right-padded batch into at most `groups` sets of rows of similar length,
+    minimising the positions their padded forwards compute (sum over sets of rows x longest row). Rows sorted by
+    length, the best split points by dynamic programming (B <= a few hundred, groups small). Returns bool [B]
+    masks, shortest rows first."""
+    index = rows.nonzero().squeeze(-1)
+    if index.numel() == 0:
+        return []
+    real = attention_mask[index].bool()
+    lengths = torch.where(real.any(1), real.shape[1] - real.flip(1).int().argmax(1), 0).tolist()
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sorted_lengths = [lengths[i] for i in order]
+    n, k = len(order), min(groups, len(order))
+    inf = float("inf")
+    # best[g][j]: least padded positions covering the j shortest rows with g groups; cut[g][j]: where the last starts
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for g in range(1, k + 1):
+        for j in range(1, n + 1):
+            for i in range(g - 1, j):
+                cost = best[g - 1][i] + (j - i) * sorted_lengths[j - 1]
+                if cost < best[g][j]:
+                    best[g][j], cut[g][j] = cost, i
+    g = min(range(1, k + 1), key=lambda g: (best[g][n], g))  # fewest forwards among the cheapest splits
+    bounds, j = [], n
+    while g > 0:
+        bounds.append((cut[g][j], j))
+        j, g = cut[g][j], g - 1
+    masks = []
+    for start, end in reversed(bounds):
+        mask = torch.zeros_like(rows)
+        mask[index[[order[i] for i in range(start, end)]]] = True
+        masks.append(mask)
+    return masks
+
+
+def _select(inputs: dict, noisy: NoisyBatch, rows: torch.Tensor) -> tuple[dict, NoisyBatch]:
+    """The `rows` of a batch and of its noised copy, cut to the longest of them (padding columns cost forwards)."""
+    real = inputs["attention_mask"][rows].bool()
+    length = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
+    picked = {k: v[rows][:, :length] for k, v in inputs.items() if torch.is_tensor(v) and v.dim() == 2}
+    mask = noisy.attention_mask[rows]
+    mask = mask[:, :length] if mask.dim() == 2 else mask[..., :length, :length]
+    return picked, NoisyBatch(noisy.input_ids[rows][:, :length], mask, noisy.masked[rows][:, :length],
+                              noisy.loss_weight[rows][:, :length], noisy.maskable[rows][:, :length], noisy.t[rows])
 
 
 def _base_model(model):

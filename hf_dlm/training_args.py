@@ -124,6 +124,47 @@ class DiffusionTrainingArguments(TrainingArguments):
             "(DiffuLLaMA's SFT); DiffuGPT's adaptation used 10000."
         },
     )
+    length_groups: int = field(
+        default=4,
+        metadata={
+            "help": "Split each micro-batch into up to this many forwards of rows of similar length. EOS fills cut at "
+            "random lengths and block rows make a batch's rows differ widely in length, and one padded forward "
+            "would spend most of its positions on padding that carries no loss; the groups are chosen to minimise "
+            "the padded positions. The loss is the same sum (rounding aside). 1 = one forward per micro-batch."
+        },
+    )
+    complementary_masks: bool = field(
+        default=False,
+        metadata={
+            "help": "Train every row twice in one forward, the second copy masked exactly where the first is not "
+            "(t' = 1 - t; Fast-dLLM v2's complementary masks, arXiv 2509.26328), so each pair supervises every "
+            "loss-carrying token once. Doubles the rows per forward."
+        },
+    )
+    all_masked_rows: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of rows noised at t = 1: every loss-carrying token masked (TiDAR's all-masked rows, arXiv "
+            "2511.08923), the view of a canvas's or a block's first forward. 0 turns it off."
+        },
+    )
+    all_blocks: bool = field(
+        default=False,
+        metadata={
+            "help": "Bidirectional models: show the block_rows share of rows as two-stream rows holding *every* "
+            "block of the answer in one forward (BD3-LM's [x_t | x_0] layout; hf_dlm.two_stream with a "
+            "block-causal context) instead of one random block per row. Each block sees the prompt and the blocks "
+            "before it clean, as a semi-AR decoder's cache holds them."
+        },
+    )
+    ar_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "attention='causal_prefix' models: add this weight times the next-token loss of the clean stream "
+            "(the causal context of the two-stream rows) to the masked CE (TiDAR's alpha * L_AR), which keeps the "
+            "base's next-token skill. Both terms are divided by the step's count of loss-carrying tokens. 0 = off."
+        },
+    )
     confidence_loss_weight: float = field(
         default=0.0,
         metadata={
@@ -206,6 +247,12 @@ class DiffusionTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"confidence_loss_weight must be a finite number >= 0 (0 = off), got {self.confidence_loss_weight}."
             )
+        if self.length_groups < 1:
+            raise ValueError(f"length_groups must be >= 1 (1 = one forward per micro-batch), got {self.length_groups}.")
+        if not 0.0 <= self.all_masked_rows <= 1.0:
+            raise ValueError(f"all_masked_rows is a share of rows in [0, 1], got {self.all_masked_rows}.")
+        if not 0.0 <= self.ar_loss_weight < float("inf"):
+            raise ValueError(f"ar_loss_weight must be a finite number >= 0 (0 = off), got {self.ar_loss_weight}.")
         if self.block_length < 1:
             raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
         if self.draft_length < 1:

@@ -72,8 +72,12 @@ def _cat(parts: list[torch.Tensor], dtype: torch.dtype, device) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
 
 
+CONTEXTS = ("causal", "block_causal")
+
+
 def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, attention_mask: torch.Tensor,
-                    loss_mask: torch.Tensor, loss_weight: torch.Tensor, block_length: int) -> TwoStreamRows:
+                    loss_mask: torch.Tensor, loss_weight: torch.Tensor, block_length: int,
+                    context: str = "causal") -> TwoStreamRows:
     """Build two-stream rows (module docstring) from a right-padded batch and its noised copy.
 
     Args:
@@ -82,7 +86,14 @@ def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, at
         loss_mask: [B, L] loss-carrying tokens; block k of a row spans block_length tokens from its first one.
         loss_weight: [B, L] the noise's weights (1/t on masked positions).
         block_length: tokens per block, the block length the model will decode with.
+        context: how the clean stream attends. "causal" (causal-prefix models: the causal LM's own attention);
+            "block_causal" (bidirectional models, `DiffusionTrainingArguments.all_blocks`): the prompt sees all of
+            itself and each answer block sees the prompt, the blocks before it and itself, as block diffusion's
+            x_0 stream (BD3-LM) and as a semi-AR decoder's prefix cache holds finished blocks. Block k's noisy
+            tokens then see exactly the context a one-block row of block k would show them.
     """
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}.")
     if attention_mask.dim() != 2:
         raise ValueError("two-stream rows need the 2D padding mask (attention annealing is for bidirectional models).")
     device = clean_ids.device
@@ -103,7 +114,7 @@ def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, at
             group.append(torch.full_like(span, block_start))
             anchor.append(span == block_start - 1)
         rows.append((length, _cat(ids, torch.long, device), _cat(pos, torch.long, device),
-                     _cat(group, torch.long, device), _cat(anchor, torch.bool, device)))
+                     _cat(group, torch.long, device), _cat(anchor, torch.bool, device), start))
 
     clean_len = max(r[0] for r in rows)
     noisy_len = max(max(r[1].numel() for r in rows), 1)
@@ -114,7 +125,7 @@ def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, at
     weights = torch.zeros(batch, noisy_len, dtype=loss_weight.dtype, device=device)
     mask = torch.zeros(batch, total, total, dtype=torch.bool, device=device)
     clean_pos = torch.arange(clean_len, device=device)
-    for row, (length, ids, pos, group, anchor) in enumerate(rows):
+    for row, (length, ids, pos, group, anchor, start) in enumerate(rows):
         n = ids.numel()
         input_ids[row, :clean_len] = clean_ids[row, :clean_len]
         position_ids[row, :clean_len] = clean_pos
@@ -122,9 +133,12 @@ def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, at
         position_ids[row, clean_len : clean_len + n] = pos
         targets[row, :n] = clean_ids[row, pos]
         weights[row, :n] = torch.where(anchor, 0.0, loss_weight[row, pos])
-        # Clean stream: the causal LM's attention over the real tokens.
         clean_real = clean_pos < length
-        mask[row, :clean_len, :clean_len] = (clean_pos[None, :] <= clean_pos[:, None]) & clean_real[None, :]
+        if context == "causal":  # clean stream: the causal LM's attention over the real tokens
+            mask[row, :clean_len, :clean_len] = (clean_pos[None, :] <= clean_pos[:, None]) & clean_real[None, :]
+        else:  # block-causal: the prompt is block 0, answer block j is block j + 1
+            clean_block = torch.where(clean_pos < start, 0, (clean_pos - start) // block_length + 1)
+            mask[row, :clean_len, :clean_len] = (clean_block[None, :] <= clean_block[:, None]) & clean_real[None, :]
         # Noisy stream: the clean context before the anchor, then the own block (the anchor only itself).
         block_anchor = group - 1  # position of the block's anchor
         mask[row, clean_len : clean_len + n, :clean_len] = (clean_pos[None, :] < block_anchor[:, None]) & clean_real[None, :]
@@ -135,4 +149,4 @@ def two_stream_rows(clean_ids: torch.LongTensor, noisy_ids: torch.LongTensor, at
     return TwoStreamRows(input_ids, position_ids, mask[:, None], targets, weights, noisy_len)
 
 
-__all__ = ["TwoStreamRows", "cut_after_eos_block", "two_stream_rows"]
+__all__ = ["CONTEXTS", "TwoStreamRows", "cut_after_eos_block", "two_stream_rows"]
