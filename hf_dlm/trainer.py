@@ -152,19 +152,43 @@ class DiffusionTrainer(Trainer):
         optimizers=(None, None),
         **kwargs,
     ):
-        if args is None:
-            args = DiffusionTrainingArguments(output_dir="hf_dlm_output")
-        if not isinstance(args, DiffusionTrainingArguments):
-            raise TypeError(
-                f"args must be DiffusionTrainingArguments (got {type(args).__name__}): "
-                f"DiffusionTrainingArguments(**your_args.to_dict()) keeps every TrainingArguments field."
-            )
-        if isinstance(model, str):
-            model = load_diffusion_lm(model, adapt=True)
-        processing_class = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
-        if processing_class is None:
-            raise ValueError("Pass processing_class=<the tokenizer with the mask token> (model.tokenizer is not set).")
+        args = _training_arguments(args)
+        model, processing_class = _model_and_tokenizer(model, processing_class)
         config = _base_model(model).config
+        self._set_training_mode(config, args, peft_config)
+        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
+        if peft_config is not None:
+            model = apply_peft(model, peft_config)
+        train_dataset, eval_dataset, data_collator = self._prepare_data(
+            args, processing_class, config, train_dataset, eval_dataset, data_collator)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self._set_noise(config, args)
+        self._eval_totals: torch.Tensor | None = None
+        # Extra loss terms (the confidence term, the AR term), TRL's way: one dict of running sums per logging
+        # window, each scaled like the loss so that its sum over one optimizer step is that step's term.
+        self._metrics: dict[str, torch.Tensor] = {}
+        self._metrics_since: int | None = None
+        if args.sample_prompts:
+            self.add_callback(
+                DiffusionSampleCallback(
+                    args.sample_prompts, processing_class, args.sample_steps, max_new_tokens=args.sample_max_new_tokens
+                )
+            )
+
+    # ------------------------------------------------------------------ setup
+    def _set_training_mode(self, config, args: DiffusionTrainingArguments, peft_config) -> None:
+        """Which rows this model trains on (gated drafter: draft rows; causal-prefix: two-stream rows; else
+        canvases and block rows), refusing the settings that mean nothing for it."""
         if not isinstance(config, DiffusionLMConfig) or config.mask_token_id is None:
             raise ValueError(
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
@@ -184,10 +208,11 @@ class DiffusionTrainer(Trainer):
             raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
                              "first token of each block).")
         _check_signal_options(args, self.drafter_mode, self.causal_prefix)
-        check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
-        if peft_config is not None:
-            model = apply_peft(model, peft_config)
 
+    def _prepare_data(self, args: DiffusionTrainingArguments, processing_class, config, train_dataset, eval_dataset,
+                      data_collator):
+        """Tokenise the datasets (TRL formats), resolve the data defaults (EOS fill, block rows) and build the
+        collator. Returns (train_dataset, eval_dataset, data_collator)."""
         eos_id = processing_class.eos_token_id if processing_class.eos_token_id is not None else config.eos_token_ids[0]
         pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None else config.pad_token_id
         self.dataset_format = args.dataset_format
@@ -225,18 +250,9 @@ class DiffusionTrainer(Trainer):
                 pad_token_id=pad_id, eos_token_id=eos_id, eos_fill=eos_fill, padding=args.padding,
                 max_length=args.max_length,
             )
+        return train_dataset, eval_dataset, data_collator
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            **kwargs,
-        )
+    def _set_noise(self, config, args: DiffusionTrainingArguments) -> None:
         self.noise = DiffusionNoise(
             mask_token_id=config.mask_token_id,
             t_min=args.t_min,
@@ -250,17 +266,6 @@ class DiffusionTrainer(Trainer):
         # Evaluation estimates the ELBO itself whatever the training variant: t ~ U[1e-3, 1], no forced EOS, full
         # attention, and a fixed noise stream so that checkpoints are compared on the same masks.
         self.eval_noise = DiffusionNoise(mask_token_id=config.mask_token_id, seed=self.noise.seed)
-        self._eval_totals: torch.Tensor | None = None
-        # The confidence term of the micro-batches since the last log (scaled like the loss: their sum over one
-        # optimizer step is that step's term) and the optimizer step they started at.
-        self._confidence_sum: torch.Tensor | None = None
-        self._confidence_since: int | None = None
-        if args.sample_prompts:
-            self.add_callback(
-                DiffusionSampleCallback(
-                    args.sample_prompts, processing_class, args.sample_steps, max_new_tokens=args.sample_max_new_tokens
-                )
-            )
 
     # ------------------------------------------------------------------ data
     def _set_signature_columns_if_needed(self):
@@ -370,9 +375,9 @@ class DiffusionTrainer(Trainer):
 
     # ------------------------------------------------------------------ loss
     def _denoise(self, model, inputs: dict[str, torch.Tensor], noisy: NoisyBatch):
-        """The forwards over a noised batch: a list of (outputs, logits, targets, loss weights), aligned; one entry
-        per layout (canvas rows, and the two-stream rows of `all_blocks`). Causal-prefix rows with
-        `ar_loss_weight` add the clean stream's next-token term as a third entry."""
+        """The forwards over a noised batch: a list of (outputs, logits, targets, loss weights, kind), aligned; one
+        entry per forward (length groups of canvas rows, the two-stream rows of `all_blocks`), kind "diffusion".
+        Causal-prefix rows with `ar_loss_weight` add the clean stream's next-token term, kind "ar"."""
         if self.causal_prefix:
             return self._two_stream(model, inputs, noisy, "causal", self.args.ar_loss_weight)
         picked = inputs.get(ALL_BLOCKS_KEY)
@@ -382,7 +387,7 @@ class DiffusionTrainer(Trainer):
         for rows in length_groups(inputs["attention_mask"], ~picked, self.args.length_groups):
             group, group_noisy = _select(inputs, noisy, rows)
             outputs = model(input_ids=group_noisy.input_ids, attention_mask=group_noisy.attention_mask)
-            parts.append((outputs, outputs.logits, group["input_ids"], group_noisy.loss_weight))
+            parts.append((outputs, outputs.logits, group["input_ids"], group_noisy.loss_weight, "diffusion"))
         if picked.any():
             parts += self._two_stream(model, *_select(inputs, noisy, picked), "block_causal", 0.0)
         return parts
@@ -397,13 +402,13 @@ class DiffusionTrainer(Trainer):
         outputs = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids,
                         logits_to_keep=0 if ar_weight > 0 else rows.noisy_length)
         if ar_weight <= 0:
-            return [(outputs, outputs.logits, rows.targets, rows.loss_weight)]
+            return [(outputs, outputs.logits, rows.targets, rows.loss_weight, "diffusion")]
         clean = rows.input_ids.shape[1] - rows.noisy_length
         # The clean stream is the causal LM itself: its aligned logits at position i score token i from the tokens
         # before it (the kept AR shift), TiDAR's L_AR on the answer's tokens.
         ar_weights = noisy.maskable[:, :clean].float() * ar_weight
-        return [(outputs, outputs.logits[:, clean:], rows.targets, rows.loss_weight),
-                (outputs, outputs.logits[:, :clean], inputs["input_ids"][:, :clean], ar_weights)]
+        return [(outputs, outputs.logits[:, clean:], rows.targets, rows.loss_weight, "diffusion"),
+                (outputs, outputs.logits[:, :clean], inputs["input_ids"][:, :clean], ar_weights, "ar")]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Masked-diffusion loss: sum over masked tokens of CE / t, divided by the number of loss-carrying tokens of
@@ -424,18 +429,29 @@ class DiffusionTrainer(Trainer):
             inputs = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in inputs.items()}
         parts = self._denoise(model, inputs, noisy)
         outputs = parts[0][0]
-        loss = sum(diffusion_loss(logits, targets, weights) for _, logits, targets, weights in parts)
-        confidence = None
+        terms = {"diffusion": sum(diffusion_loss(logits, targets, weights)
+                                  for _, logits, targets, weights, kind in parts if kind == "diffusion")}
+        if any(kind == "ar" for *_, kind in parts):
+            terms["ar"] = sum(diffusion_loss(logits, targets, weights) for _, logits, targets, weights, kind in parts
+                              if kind == "ar")
         if self.args.confidence_loss_weight > 0:
             # Normalised by the same count as the CE (the step's loss-carrying tokens, all micro-batches and
             # devices), not by the number of correct positions: that count is only known after every micro-batch's
             # forward, so dividing by it could not be exact under accumulation. The weight thus acts on
             # (share of loss-carrying tokens masked and right) x (their mean entropy).
-            confidence = sum(confidence_loss(logits, targets, weights) for _, logits, targets, weights in parts)
-            loss = loss + self.args.confidence_loss_weight * confidence
+            terms["confidence"] = sum(confidence_loss(logits, targets, weights)
+                                      for _, logits, targets, weights, kind in parts if kind == "diffusion")
+        loss = terms["diffusion"]
+        if "ar" in terms:
+            loss = loss + terms["ar"]  # its weights already hold ar_loss_weight
+        if "confidence" in terms:
+            loss = loss + self.args.confidence_loss_weight * terms["confidence"]
         loss, count, world = self._normalise(loss, noisy.maskable.sum(), num_items_in_batch)
-        if confidence is not None and model.training:
-            self._record_confidence((confidence / count * world).detach())
+        if model.training and len(terms) > 1:  # log each term beside the loss (the AR term without its weight)
+            scale = world / count
+            if "ar" in terms:
+                terms["ar"] = terms["ar"] / self.args.ar_loss_weight
+            self._record_metrics({f"{name}_loss": (value * scale).detach() for name, value in terms.items()})
         return (loss, outputs) if return_outputs else loss
 
     def _normalise(self, loss, local_count, num_items_in_batch, outputs=None, return_outputs=None):
@@ -456,20 +472,20 @@ class DiffusionTrainer(Trainer):
             return loss, count, world
         return (loss, outputs) if return_outputs else loss
 
-    def _record_confidence(self, value: torch.Tensor) -> None:
-        if self._confidence_since is None:
-            self._confidence_since = self.state.global_step
-            self._confidence_sum = torch.zeros((), device=value.device)
-        self._confidence_sum += value
+    def _record_metrics(self, values: dict[str, torch.Tensor]) -> None:
+        if self._metrics_since is None:
+            self._metrics_since = self.state.global_step
+        for name, value in values.items():
+            self._metrics[name] = self._metrics.get(name, torch.zeros((), device=value.device)) + value
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        """Adds `confidence_loss` to the training logs when the confidence term is on: its mean per optimizer step
-        since the last log, averaged over processes like `loss` (which includes it, times its weight)."""
-        if "loss" in logs and self._confidence_since is not None:
-            steps = max(1, self.state.global_step - self._confidence_since)
-            total = self.accelerator.gather(self._confidence_sum.reshape(1)).mean().item()
-            logs["confidence_loss"] = total / steps
-            self._confidence_sum, self._confidence_since = None, None
+        """Adds the loss's terms to the training logs when it has several (`diffusion_loss`, `confidence_loss`,
+        `ar_loss`): each one's mean per optimizer step since the last log, averaged over processes like `loss`."""
+        if "loss" in logs and self._metrics_since is not None:
+            steps = max(1, self.state.global_step - self._metrics_since)
+            for name, total in self._metrics.items():
+                logs[name] = self.accelerator.gather(total.reshape(1)).mean().item() / steps
+            self._metrics, self._metrics_since = {}, None
         super().log(logs, *args, **kwargs)
 
     # ------------------------------------------------------------ evaluation
@@ -561,6 +577,27 @@ def _check_drafter_training(args: DiffusionTrainingArguments, peft_config) -> No
     if args.eos_fill:
         raise ValueError("eos_fill=True trains EOS padding for diffusion canvases; a gated drafter stops at the base's "
                          "first EOS: leave eos_fill=None (off for drafters).")
+
+
+def _training_arguments(args) -> DiffusionTrainingArguments:
+    if args is None:
+        return DiffusionTrainingArguments(output_dir="hf_dlm_output")
+    if not isinstance(args, DiffusionTrainingArguments):
+        raise TypeError(
+            f"args must be DiffusionTrainingArguments (got {type(args).__name__}): "
+            f"DiffusionTrainingArguments(**your_args.to_dict()) keeps every TrainingArguments field."
+        )
+    return args
+
+
+def _model_and_tokenizer(model, processing_class):
+    """A DiffusionLM (loading or adapting a string) and the tokenizer with its mask token."""
+    if isinstance(model, str):
+        model = load_diffusion_lm(model, adapt=True)
+    processing_class = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
+    if processing_class is None:
+        raise ValueError("Pass processing_class=<the tokenizer with the mask token> (model.tokenizer is not set).")
+    return model, processing_class
 
 
 def _check_signal_options(args: DiffusionTrainingArguments, drafter_mode: bool, causal_prefix: bool) -> None:
