@@ -13,7 +13,7 @@ openai = pytest.importorskip("openai", reason="the API tests use the openai clie
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hf_dlm.cli.serve import open_api_warning  # noqa: E402
+from hf_dlm.cli.serve import exposure_warning  # noqa: E402
 from hf_dlm.web.browser import free_port, start_server, stop_server  # noqa: E402
 from hf_dlm.web.openai_api import APIError, DecidedText, build_router, is_loopback, parse_request  # noqa: E402
 from hf_dlm.web.session import ModelHolder  # noqa: E402
@@ -173,7 +173,9 @@ def test_a_seed_makes_sampling_reproducible(server):
     (dict(n=2), 400, "`n`=2 is not supported"),
     (dict(max_tokens=0), 400, "`max_tokens` must be at least 1"),
     (dict(temperature=-1), 400, "`temperature` must be at least 0"),
-    (dict(max_tokens=100000), 400, "exceeds the model's 512 positions"),
+    (dict(max_tokens=1000), 400, "exceeds the model's 512 positions"),
+    (dict(max_tokens=100000), 400, "`max_tokens` 100,000 is more than this server allows: at most 1,024"),
+    (dict(prompt="x" * 20000), 400, "The prompt is 20,000 characters long; this server takes at most 16,384"),
     (dict(model="gpt-4o"), 404, "The model 'gpt-4o' does not exist here"),
 ])
 def test_bad_requests_get_openais_error_shape(server, kwargs, status, says):
@@ -269,8 +271,10 @@ def test_decided_text_cuts_at_stop_strings_and_holds_back_their_starts():
 def test_only_loopback_hosts_go_without_a_warning():
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
-    assert open_api_warning("127.0.0.1", None) is None and open_api_warning("0.0.0.0", "k") is None
-    assert "WARNING" in open_api_warning("0.0.0.0", None) and "--api-key" in open_api_warning("0.0.0.0", None)
+    assert exposure_warning("127.0.0.1", None, None) is None and exposure_warning("0.0.0.0", "k", ("u", "p")) is None
+    page_open, api_open = exposure_warning("0.0.0.0", "k", None), exposure_warning("0.0.0.0", None, ("u", "p"))
+    assert "WARNING" in page_open and "--auth" in page_open and "--api-key" not in page_open
+    assert "--api-key" in api_open and "--auth" not in api_open
 
 
 def test_a_gated_drafter_answers_through_the_api_with_its_bases_greedy_text(tmp_path):

@@ -4,10 +4,11 @@ and, for the embedded default, the same prompt answered autoregressively by Smol
 
 The same port answers OpenAI's API (`/v1/models`, `/v1/completions`, `/v1/chat/completions`, streaming or not;
 hf_dlm/web/openai_api.py), so OpenAI clients and the tools built on them can call the model; `--api-key` makes
-those routes ask for `Authorization: Bearer <key>`.
+those routes ask for `Authorization: Bearer <key>`, `--auth USER:PASSWORD` puts Gradio's login in front of the page.
 
 The page is up at once; the model loads in the background (about 20 s for the default) and a prompt sent before
-that is told to wait. Binds 127.0.0.1 (this machine only) unless --host says otherwise.
+that is told to wait. Binds 127.0.0.1 (this machine only) unless --host says otherwise. Server limits (prompt
+characters and tokens, the budget, the request body; hf_dlm/web/limits.py) apply to the page and the API alike.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import socket
 import sys
 
+from ..web.limits import ServerLimits
 from .options import (
     add_decoding_arguments,
     add_model_arguments,
@@ -32,6 +34,7 @@ DEFAULT_CONCURRENCY = 2
 # The API's model id of the embedded default (a --model is served under the name given): one word, as clients expect.
 DEFAULT_API_MODEL_ID = "hf-dlm-default"
 API_KEY_VARIABLE = "HF_DLM_API_KEY"  # --api-key's default: a key in the environment stays out of `ps` listings
+AUTH_VARIABLE = "HF_DLM_AUTH"  # --auth's default, for the same reason
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +53,41 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE) or None, metavar="KEY",
                        help=f"require `Authorization: Bearer KEY` on the OpenAI-compatible /v1 routes (default: "
                        f"${API_KEY_VARIABLE}, else no key; set one whenever --host is not a loopback address)")
+    group.add_argument("--auth", default=os.environ.get(AUTH_VARIABLE) or None, metavar="USER:PASSWORD",
+                       help=f"require a login on the page (Gradio's login form; default: ${AUTH_VARIABLE}, else "
+                       f"none). Set it, and --api-key, whenever --host is not a loopback address")
     group.add_argument("--gated", action="store_true",
                        help="serve SmolLM2 with its shipped gated drafter instead of the diffusion adapter: one "
                        "forward drafts and verifies, the answer is SmolLM2's greedy one (embedded default only)")
     group.add_argument("--no-ar", dest="ar", action="store_false",
                        help="do not load the AR twin of the embedded default (no comparison; less memory)")
+    limits = parser.add_argument_group("server limits (the page and the API; a request over one is refused with "
+                                       "what to change)")
+    defaults = ServerLimits()
+    for name, flag in ServerLimits.FLAGS.items():
+        limits.add_argument(flag, dest=f"limit_{name}", type=int, default=getattr(defaults, name), metavar="N",
+                            help=f"{ServerLimits.HELP[name]} (default {getattr(defaults, name):,})")
     add_model_arguments(parser, "the embedded SmolLM2 diffusion model, with the AR comparison")
     add_decoding_arguments(parser)
     return parser
+
+
+def server_limits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ServerLimits:
+    try:
+        return ServerLimits(**{name: getattr(args, f"limit_{name}") for name in ServerLimits.FLAGS})
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def parse_auth(parser: argparse.ArgumentParser, value: str | None) -> tuple[str, str] | None:
+    """--auth USER:PASSWORD as Gradio's (user, password); the password may contain colons, the user may not."""
+    if value is None:
+        return None
+    user, colon, password = value.partition(":")
+    if not colon or not user.strip() or not password:
+        parser.error(f"--auth must be USER:PASSWORD with both parts non-empty (or ${AUTH_VARIABLE}), got "
+                     f"{'an empty value' if not value else 'no colon' if not colon else 'an empty part'}")
+    return user, password
 
 
 def port_taken(host: str, port: int) -> str | None:
@@ -110,18 +140,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the web demo needs gradio: pip install 'hf-dlm[web]' (or pip install gradio)")
     if args.api_key is not None and not args.api_key.strip():
         parser.error("--api-key is empty: give the key clients must send, or leave the flag out")
+    auth = parse_auth(parser, args.auth)
+    limits = server_limits(parser, args)
+    if overrides.get("max_new_tokens", 0) > limits.max_new_tokens:
+        parser.error(f"--max-new-tokens {overrides['max_new_tokens']} is more than --max-new-tokens-limit "
+                     f"{limits.max_new_tokens}: lower the one or raise the other")
     problem = port_taken(args.host, args.port)
     if problem:
         print(f"hf-dlm serve: error: {problem}", file=sys.stderr)
         return 2
 
-    warning = open_api_warning(args.host, args.api_key)
+    warning = exposure_warning(args.host, args.api_key, auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)
 
     from ..web.app import build_app, launch
     from ..web.openai_api import build_router
-    from ..web.session import LoadedModel, ModelHolder
+    from ..web.session import LoadedModel, ModelHolder, tokenizer_pool
     from .options import load_model, progress, saved_generation_settings
 
     with_ar = args.ar and args.model is None
@@ -134,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         register_auto_classes()
         loaded = load_model(_ReportingParser(prog="hf-dlm serve"), args.model, args.dtype, args.device,
                             args.threads, status=progress, autoregressive=with_ar, gated=args.gated)
-        return LoadedModel(*loaded) if with_ar else LoadedModel(loaded, None)
+        loaded = LoadedModel(*loaded) if with_ar else LoadedModel(loaded, None)
+        # a tokenizer copy for each request that can run at once (the page's and the API's), made now rather than
+        # by the first concurrent requests
+        tokenizer_pool(loaded.model.tokenizer).fill(2 * args.concurrency)
+        return loaded
 
     if args.model is None:
         from ..default import DEFAULT_MODEL_NAME as name
@@ -144,23 +183,32 @@ def main(argv: list[str] | None = None) -> int:
     notes = {} if args.model is not None else {"ar_note": "off: hf-dlm serve was started with --no-ar"}
     defaults = saved_generation_settings(args.model)
     demo = build_app(holder, defaults=defaults, overrides=overrides, ar_available=with_ar,
-                     concurrency=args.concurrency, **notes)
+                     concurrency=args.concurrency, limits=limits, **notes)
     api = build_router(holder, defaults=defaults, overrides=overrides, api_key=args.api_key,
-                       concurrency=args.concurrency, model_id=args.model or DEFAULT_API_MODEL_ID)
+                       concurrency=args.concurrency, model_id=args.model or DEFAULT_API_MODEL_ID, limits=limits)
     holder.start()
-    return launch(demo, args.host, args.port, api)
+    return launch(demo, args.host, args.port, api, limits=limits, auth=auth)
 
 
-def open_api_warning(host: str, api_key: str | None) -> str | None:
-    """The warning printed when the API is reachable from other machines without a key, or None."""
+def exposure_warning(host: str, api_key: str | None, auth: tuple[str, str] | None) -> str | None:
+    """The warning printed when the page or the API is reachable from other machines without a login or a key,
+    or None."""
     from ..web.openai_api import is_loopback
 
-    if api_key is not None or is_loopback(host):
+    if is_loopback(host):
+        return None
+    open_parts = []
+    if auth is None:
+        open_parts.append(f"the page (give a login with --auth USER:PASSWORD or ${AUTH_VARIABLE})")
+    if api_key is None:
+        open_parts.append(f"the OpenAI-compatible API /v1 (give a key with --api-key KEY or ${API_KEY_VARIABLE})")
+    if not open_parts:
         return None
     rule = "!" * 100
-    return (f"{rule}\nhf-dlm serve: WARNING: --host {host} without --api-key: anyone who can reach this machine can "
-            f"send prompts to the model through\nthe OpenAI-compatible API (/v1) and use its CPU/GPU. Give a key "
-            f"with --api-key KEY (or ${API_KEY_VARIABLE}), or listen on 127.0.0.1.\n{rule}")
+    return (f"{rule}\nhf-dlm serve: WARNING: --host {host}: anyone who can reach this machine can send prompts to the "
+            f"model and use its CPU/GPU through\n" + "\n".join(f"  {part}" for part in open_parts)
+            + f"\nor listen on 127.0.0.1. Both travel unencrypted: beyond a trusted network, put a TLS proxy in "
+            f"front.\n{rule}")
 
 
-__all__ = ["build_parser", "main", "open_api_warning", "port_taken"]
+__all__ = ["build_parser", "exposure_warning", "main", "parse_auth", "port_taken", "server_limits"]

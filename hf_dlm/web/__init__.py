@@ -8,6 +8,8 @@
                  the API routes on one FastAPI app.
     openai_api.py  OpenAI-compatible /v1 routes (models, completions, chat completions, streamed as server-sent
                  events of the decided text) on the same port; FastAPI only.
+    limits.py    the server's limits (prompt characters and tokens, budget, request body) and the middleware that
+                 refuses oversized bodies and Gradio's upload routes before any work. Standard library only.
 
 LLaDA and Dream ship such a page (their `app.py`s); this one is ours, written for hf_dlm's variable-length
 strategies: the canvas grows (`grow`) or shrinks to the bound read from p(EOS) (`predict`).

@@ -6,6 +6,9 @@ Gradio streams the yields of a generator function to the page; the answer handle
 (decoding in its own worker thread) and yields its updates. `concurrency_limit` answers run at once, further
 ones wait in Gradio's queue (the page shows their place in it). Stop runs outside the queue (`queue=False`) so
 it is never stuck behind the answers it is meant to stop.
+
+`server_app` puts the page and the /v1 routes on one FastAPI app behind `limits.RequestGuard` (body size, Gradio's
+upload routes closed) and, with `auth`, Gradio's login in front of the page.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import gradio as gr  # noqa: E402
 
 from ..settings_dlm import LENGTH_STRATEGIES  # noqa: E402
 from .canvas import CSS  # noqa: E402
-from .session import MAX_BUDGET, AnswerStream, ModelHolder, StopRegistry  # noqa: E402
+from .limits import RequestGuard, ServerLimits  # noqa: E402
+from .session import AnswerStream, ModelHolder, StopRegistry  # noqa: E402
 
 EXAMPLE_PROMPTS = ("Explain the water cycle in simple terms.", "Write a haiku about snow.",
                    "List three breakfast foods.")
@@ -32,10 +36,12 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_available: bool,
               concurrency: int = 2, title: str = "hf_dlm: a diffusion LM at work",
-              ar_note: str = AR_UNAVAILABLE_SHORT) -> gr.Blocks:
+              ar_note: str = AR_UNAVAILABLE_SHORT, limits: ServerLimits | None = None) -> gr.Blocks:
     """The page. `defaults`: the model's saved decoding settings (validated with); `overrides`: the decoding
     flags of `hf-dlm serve` (applied to every answer; the page's fields start from them); `ar_note`: why the AR
-    comparison is off, when it is."""
+    comparison is off, when it is; `limits`: the server's limits (the prompt box and the budget field show them;
+    every request is checked against them on the server)."""
+    limits = limits or ServerLimits()
     stops = StopRegistry()
     start = defaults | overrides
 
@@ -46,8 +52,9 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
                     f"from p(EOS) and cuts the canvas to it; with `grow` the canvas grows a block at a time.")
         status = gr.Markdown(holder.status(), elem_id="model-status")
         with gr.Row():
+            # max_length only stops typing in the browser; the server checks the length itself
             prompt = gr.Textbox(label="Prompt", placeholder="Ask something, then press Enter or Answer",
-                                lines=2, scale=5, elem_id="prompt")
+                                lines=2, scale=5, elem_id="prompt", max_length=limits.max_prompt_chars)
             with gr.Column(scale=1, min_width=140):
                 send = gr.Button("Answer", variant="primary", elem_id="send")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -60,8 +67,8 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
                                   elem_id="block-length")
                 threshold = gr.Slider(0.05, 1.0, value=start.get("threshold") or 0.9, step=0.05,
                                       label="Threshold (commit masks this confident)", elem_id="threshold")
-                budget = gr.Number(value=start.get("max_new_tokens", 256), precision=0,
-                                   label=f"Budget (max new tokens, 1-{MAX_BUDGET})", elem_id="budget")
+                budget = gr.Number(value=min(start.get("max_new_tokens", 256), limits.max_new_tokens), precision=0,
+                                   label=f"Budget (max new tokens, 1-{limits.max_new_tokens})", elem_id="budget")
                 temperature = gr.Slider(0.0, 2.0, value=start.get("temperature", 0.0), step=0.1,
                                         label="Temperature (0 = greedy)", elem_id="temperature")
                 compare = gr.Checkbox(value=ar_available, interactive=ar_available, label="Compare with AR",
@@ -78,7 +85,8 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
             page = {"length_strategy": strategy_value, "block_length": block_value, "threshold": threshold_value,
                     "max_new_tokens": budget_value, "temperature": temperature_value}
             try:
-                for update in AnswerStream(holder, text, page, bool(compare_value), stop_event, defaults, overrides):
+                for update in AnswerStream(holder, text, page, bool(compare_value), stop_event, defaults, overrides,
+                                           limits=limits):
                     yield update.diffusion, update.ar, update.message
             finally:  # also when the page goes away mid-answer: the decoding thread ends at its next step
                 stop_event.set()
@@ -109,19 +117,32 @@ def build_app(holder: ModelHolder, *, defaults: dict, overrides: dict, ar_availa
     return demo
 
 
-def launch(demo: gr.Blocks, host: str, port: int, api=None) -> int:
-    """Serve until interrupted: the page at `/` and, when given, the `api` routes (a FastAPI `APIRouter`: the
-    OpenAI-compatible /v1 routes) on the same port. The page is mounted on a FastAPI app of ours, routes first, so
-    that /v1 is ours and everything else Gradio's. A port taken between the CLI's check and now is one line and
-    exit code 2."""
+def server_app(demo: gr.Blocks, api=None, *, limits: ServerLimits | None = None,
+               auth: tuple[str, str] | None = None, host: str = "127.0.0.1", port: int = 7860):
+    """The ASGI app `hf-dlm serve` runs: the page at `/` and, when given, the `api` routes (a FastAPI `APIRouter`:
+    the OpenAI-compatible /v1 routes) on the same port. The page is mounted on a FastAPI app of ours, routes first,
+    so that /v1 is ours and everything else Gradio's; `RequestGuard` sees every request before either. `auth`:
+    (user, password) for Gradio's login page, which then guards the page and every Gradio route (the /v1 routes
+    have their own key)."""
     import fastapi
-    import uvicorn
 
     app = fastapi.FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     if api is not None:
         app.include_router(api)
     gr.mount_gradio_app(app, demo, path="", server_name=host, server_port=port, ssr_mode=False, theme=THEME,
-                        css=CSS, show_error=False, mcp_server=False, footer_links=[])
+                        css=CSS, show_error=False, mcp_server=False, footer_links=[], auth=auth,
+                        auth_message="hf-dlm serve was started with --auth: log in with its user and password.")
+    app.add_middleware(RequestGuard, limits=limits or ServerLimits())
+    return app
+
+
+def launch(demo: gr.Blocks, host: str, port: int, api=None, *, limits: ServerLimits | None = None,
+           auth: tuple[str, str] | None = None) -> int:
+    """Serve `server_app(...)` until interrupted. A port taken between the CLI's check and now is one line and
+    exit code 2."""
+    import uvicorn
+
+    app = server_app(demo, api, limits=limits, auth=auth, host=host, port=port)
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
     where = f"http://{shown}:{port}"
     api_note = f"; the OpenAI-compatible API at {where}/v1" if api is not None else ""
@@ -143,4 +164,4 @@ def launch(demo: gr.Blocks, host: str, port: int, api=None) -> int:
     return 0
 
 
-__all__ = ["EXAMPLE_PROMPTS", "build_app", "launch"]
+__all__ = ["EXAMPLE_PROMPTS", "build_app", "launch", "server_app"]

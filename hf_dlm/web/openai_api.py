@@ -20,7 +20,13 @@ What is diffusion-specific:
   to OpenAI's `usage`; `completion_tokens` counts the answer's tokens, its EOS included (what the budget counts).
 
 Decoding runs in worker threads (never on the event loop), `concurrency` answers at once; the weights are only read
-and the shared fast tokenizer is called under `session.TOKENIZER_LOCK`, as for the page.
+and the tokenizer is called through copies lent by `session.TokenizerPool`, as for the page.
+
+Limits (`limits.ServerLimits`, the flags of `hf-dlm serve`): a prompt longer than `--max-prompt-chars` characters
+(all messages together) is refused before it is tokenized, one longer than `--max-prompt-tokens` right after, a
+`max_tokens` above `--max-new-tokens-limit` with the other settings; all 400 with code `context_length_exceeded`
+for the prompt (OpenAI's code for a prompt too long). A request without `max_tokens` gets the model's default budget,
+capped at the limit.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..settings_dlm import validate_generation_settings
-from .session import TOKENIZER_LOCK, DecodingStopped, ModelHolder, RequestError
+from .limits import ServerLimits
+from .session import DecodingStopped, ModelHolder, RequestError, decode_tokens, tokenizer_pool
 
 
 class APIError(Exception):
@@ -119,10 +126,13 @@ def _messages(body: dict) -> list[dict]:
     return out
 
 
-def parse_request(body: Any, chat: bool, model_name: str, overrides: dict, defaults: dict) -> Job:
+def parse_request(body: Any, chat: bool, model_name: str, overrides: dict, defaults: dict,
+                  limits: ServerLimits | None = None) -> Job:
     """A `Job`, or `APIError` saying what to change. `overrides`: the decoding flags of `hf-dlm serve`;
     `defaults`: the model's saved generation settings (the request's settings are validated over them, with
-    `validate_generation_settings`, the check `DiffusionGenerationConfig.validate` runs)."""
+    `validate_generation_settings`, the check `DiffusionGenerationConfig.validate` runs); `limits`: the server's
+    (the prompt's characters and `max_tokens` here; its tokens in `encode`)."""
+    limits = limits or ServerLimits()
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.")
     model = body.get("model")
@@ -146,10 +156,17 @@ def parse_request(body: Any, chat: bool, model_name: str, overrides: dict, defau
             raise APIError(400, "`prompt` must be a string (one prompt per request).", "prompt")
         if not prompt:
             raise APIError(400, "`prompt` is empty: the decoder needs at least one token of context.", "prompt")
+    length = sum(len(m["role"]) + len(m["content"]) for m in prompt) if chat else len(prompt)
+    problem = limits.prompt_chars_problem(length)
+    if problem:
+        raise APIError(400, problem, "messages" if chat else "prompt", "context_length_exceeded")
     settings = dict(overrides)
     limit_name = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = _number(body, limit_name, int, 1)
     if max_tokens is not None:
+        problem = limits.budget_problem(max_tokens, f"`{limit_name}`")
+        if problem:
+            raise APIError(400, problem, limit_name)
         settings["max_new_tokens"] = max_tokens
     temperature = _number(body, "temperature", float, 0)
     if temperature is not None:
@@ -244,8 +261,7 @@ class _DecidedStreamer:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        with TOKENIZER_LOCK:
-            piece = self.text.add(tokens.tolist())
+        piece = self.text.add(tokens.tolist())
         if piece:
             self.emit(piece)
         if self.text.stopped or self.cancel.is_set():
@@ -274,11 +290,13 @@ class Outcome:
                 "seconds": round(self.seconds, 4)}
 
 
-def encode(model, job: Job):
+def encode(model, job: Job, limits: ServerLimits | None = None):
     """The prompt's `input_ids` [1, n]: chat messages through the tokenizer's chat template (which writes the
-    special tokens itself), a completion prompt as is (with the tokenizer's BOS, as `evaluation.chat_inputs`)."""
-    tokenizer = model.tokenizer
-    with TOKENIZER_LOCK:
+    special tokens itself), a completion prompt as is (with the tokenizer's BOS, as `evaluation.chat_inputs`).
+    Refuses a prompt over `limits.max_prompt_tokens`; a job without a budget gets the model's, capped at
+    `limits.max_new_tokens` (a budget the request gave was checked by `parse_request`)."""
+    limits = limits or ServerLimits()
+    with tokenizer_pool(model.tokenizer).lend() as tokenizer:
         if job.chat:
             if getattr(tokenizer, "chat_template", None) is None:
                 raise APIError(400, "This model's tokenizer has no chat template, so chat messages cannot be "
@@ -289,7 +307,12 @@ def encode(model, job: Job):
             ids = tokenizer(job.prompt, return_tensors="pt").input_ids
     if ids.shape[1] == 0:
         raise APIError(400, "The prompt has no tokens after tokenizing.", "messages" if job.chat else "prompt")
+    problem = limits.prompt_tokens_problem(ids.shape[1])
+    if problem:
+        raise APIError(400, problem, "messages" if job.chat else "prompt", "context_length_exceeded")
     budget = job.settings.get("max_new_tokens", model.generation_config.max_new_tokens)
+    if budget > limits.max_new_tokens:
+        budget = job.settings["max_new_tokens"] = limits.max_new_tokens
     limit = model.max_positions
     if limit is not None and ids.shape[1] + budget > limit:
         raise APIError(400, f"The prompt ({ids.shape[1]} tokens) + max_tokens ({budget}) exceeds the model's "
@@ -300,7 +323,7 @@ def encode(model, job: Job):
 def decode(model, input_ids, job: Job, emit: Callable[[str], None], cancel: threading.Event) -> Outcome:
     """One answer (run in a worker thread): `emit` gets each piece of decided text as it becomes safe to send."""
     config = model.config
-    text = DecidedText(lambda ids: model.tokenizer.decode(ids, skip_special_tokens=True),
+    text = DecidedText(lambda ids: decode_tokens(model.tokenizer, ids, skip_special_tokens=True),
                        set(config.eos_token_ids), config.pad_token_id, job.stop)
     last = {"nfe": 0}
 
@@ -444,12 +467,13 @@ def is_loopback(host: str) -> bool:
 
 
 def build_router(holder: ModelHolder, *, defaults: dict, overrides: dict, api_key: str | None = None,
-                 concurrency: int = 2, model_id: str | None = None) -> APIRouter:
+                 concurrency: int = 2, model_id: str | None = None, limits: ServerLimits | None = None) -> APIRouter:
     """The /v1 routes. `model_id`: the name requests give as `model` (default: the holder's name);
     `defaults`: the model's saved generation settings (requests are validated over them);
     `overrides`: the decoding flags of `hf-dlm serve`; `api_key`: when set, every /v1 request must carry
     `Authorization: Bearer <api_key>`; `concurrency`: answers decoding at once through the API (the page has its
-    own queue)."""
+    own queue); `limits`: the server's limits (module docstring)."""
+    limits = limits or ServerLimits()
     router = APIRouter(prefix="/v1")
     slots = asyncio.Semaphore(concurrency)
     model_name = model_id or holder.name
@@ -486,9 +510,9 @@ def build_router(holder: ModelHolder, *, defaults: dict, overrides: dict, api_ke
                 body = await request.json()
             except ValueError:
                 raise APIError(400, "The request body is not valid JSON.") from None
-            job = parse_request(body, chat, model_name, overrides, defaults)
+            job = parse_request(body, chat, model_name, overrides, defaults, limits)
             model = loaded_model()
-            input_ids = await asyncio.to_thread(encode, model, job)
+            input_ids = await asyncio.to_thread(encode, model, job, limits)
         except APIError as error:
             return error.response()
         if job.stream:

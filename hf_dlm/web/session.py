@@ -5,7 +5,12 @@ asked. `app.py` wires these to Gradio; the unit tests call them on tiny models.
 Concurrency: every request decodes in its own thread with its own decoder state and KV cache (`_Decoder` holds
 all per-call state; the weights are only read, under `torch.no_grad`), so several answers decode at once on one
 model without a lock and without mixing. How many at once is Gradio's `concurrency_limit` (`hf-dlm serve
---concurrency`); further requests wait in Gradio's queue.
+--concurrency`); further requests wait in Gradio's queue. The tokenizer is the one shared thing that is not safe
+to call from several threads: each call borrows a copy of its own from a `TokenizerPool`, so no request waits for
+another's tokenizing.
+
+Limits (`limits.ServerLimits`, `hf-dlm serve --max-prompt-chars ...`): a prompt's characters and the budget are
+checked with the settings, before the prompt is tokenized; its tokens right after.
 
 Stopping: the decoding callback checks a per-request `threading.Event` after every denoising step and raises
 `DecodingStopped`, so a stopped answer ends after at most one more forward (the autoregressive comparison checks it
@@ -14,6 +19,7 @@ after every token, as a stopping criterion).
 
 from __future__ import annotations
 
+import copy
 import html
 import math
 import queue
@@ -21,7 +27,9 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +44,13 @@ from .canvas import (
     message_html,
     panel_html,
 )
+from .limits import ServerLimits
 
 # At most one canvas per this many seconds reaches the page (the first at once, the final answer always): a tiny
 # model decodes a step in milliseconds, and redrawing hundreds of spans per step would keep the browser too busy
 # to answer clicks (Stop among them). 12 frames/s still shows every step of a real model's ~30 ms forwards in groups
 # of two or three.
 MIN_FRAME_INTERVAL = 0.08
-MAX_BUDGET = 1024  # the page's budget range; the model's own position limit is checked by diffusion_generate
 PAGE_SETTINGS = ("length_strategy", "block_length", "threshold", "max_new_tokens", "temperature")
 PAGE_LABELS = {"max_new_tokens": "Budget (max new tokens)", "block_length": "Block length",
                "threshold": "Threshold", "temperature": "Temperature", "length_strategy": "Length strategy"}
@@ -83,13 +91,19 @@ def _number(name: str, value: Any) -> float:
 
 
 def check_request(prompt: str | None, page: dict, defaults: dict | None = None,
-                  overrides: dict | None = None) -> tuple[str, dict]:
+                  overrides: dict | None = None, limits: ServerLimits | None = None) -> tuple[str, dict]:
     """The prompt and the settings to decode with, or `RequestError`.
 
     `page`: the page's fields (`PAGE_SETTINGS`); `defaults`: the model's saved generation settings (validated with,
-    not passed: the model applies them itself); `overrides`: decoding flags given to `hf-dlm serve`. Returns the
-    settings for `diffusion_generate` (overrides + page), checked by `validate_generation_settings` (the function
-    `DiffusionGenerationConfig.validate` calls) over the model's defaults."""
+    not passed: the model applies them itself); `overrides`: decoding flags given to `hf-dlm serve`; `limits`: the
+    server's limits (the prompt's characters, the budget; the prompt's tokens are checked once it is tokenized).
+    Returns the settings for `diffusion_generate` (overrides + page), checked by `validate_generation_settings`
+    (the function `DiffusionGenerationConfig.validate` calls) over the model's defaults."""
+    limits = limits or ServerLimits()
+    if isinstance(prompt, str):  # before anything else reads the text: a huge one is refused at once
+        problem = limits.prompt_chars_problem(len(prompt))
+        if problem:
+            raise RequestError(problem)
     if prompt is None or not str(prompt).strip():
         raise RequestError("The prompt is empty: type a question or an instruction first.")
     unknown = sorted(set(page) - set(PAGE_SETTINGS))
@@ -97,7 +111,8 @@ def check_request(prompt: str | None, page: dict, defaults: dict | None = None,
         raise RequestError(f"Unknown page settings {unknown}.")
     settings = dict(overrides or {})
     if "max_new_tokens" in page:
-        settings["max_new_tokens"] = _whole_number("max_new_tokens", page["max_new_tokens"], 1, MAX_BUDGET)
+        settings["max_new_tokens"] = _whole_number("max_new_tokens", page["max_new_tokens"], 1,
+                                                   limits.max_new_tokens)
     if "block_length" in page:
         settings["block_length"] = _whole_number("block_length", page["block_length"], 1)
     if "threshold" in page:
@@ -110,6 +125,9 @@ def check_request(prompt: str | None, page: dict, defaults: dict | None = None,
         validate_generation_settings((defaults or {}) | settings)
     except ValueError as error:
         raise RequestError(str(error)) from None
+    saved = (defaults or {}).get("max_new_tokens")
+    if "max_new_tokens" not in settings and saved is not None and saved > limits.max_new_tokens:
+        settings["max_new_tokens"] = limits.max_new_tokens  # no budget asked for: the model's own, within the limit
     return str(prompt), settings
 
 
@@ -231,27 +249,84 @@ def stream_in_thread(work: Callable[[Callable], Any], stop: threading.Event, *,
             stop.set()
 
 
-# Hugging Face fast tokenizers are not safe to call from several threads at once: encoding reconfigures padding on
-# the shared Rust object ("Already borrowed"). Requests share the model's tokenizer, so every call to it takes
-# this lock; it is held for the milliseconds of tokenizing, never during a forward.
-TOKENIZER_LOCK = threading.Lock()
+# ----------------------------------------------------------------------------------------------- the tokenizer
+class TokenizerPool:
+    """Copies of one tokenizer, each lent to one thread at a time.
+
+    Hugging Face fast tokenizers are not safe to call from several threads at once: a call that changes padding or
+    truncation (`left_padded` pads, the API's `encode` does not) reconfigures the shared Rust object, and another
+    thread's call fails with "Already borrowed". A lock around every call was safe but made one long prompt's
+    tokenizing block every other request (issue 25: a one-word request waited 12.4 s behind a 5 MB prompt). With a
+    copy per concurrent caller nothing is shared while tokenizing (the Rust encoder also releases the GIL); the
+    pool's lock is held only to take a copy or give it back. Copies are made when all are lent (0.2 s for
+    SmolLM2's; `fill` makes them at load time), so there are never more than the callers at once."""
+
+    def __init__(self, tokenizer):
+        self.original = tokenizer  # never called: only copied, so no caller can change its state under a copy
+        self._free: list = []
+        self._lock = threading.Lock()
+        self.copies = 0
+
+    def _new_copy(self):
+        with self._lock:
+            self.copies += 1
+        return copy.deepcopy(self.original)
+
+    @contextmanager
+    def lend(self):
+        with self._lock:
+            tokenizer = self._free.pop() if self._free else None
+        if tokenizer is None:
+            tokenizer = self._new_copy()
+        try:
+            yield tokenizer
+        finally:
+            with self._lock:
+                self._free.append(tokenizer)
+
+    def fill(self, count: int) -> TokenizerPool:
+        """Have at least `count` copies ready, so that the first concurrent requests do not pay for copying."""
+        while self.copies < count:
+            made = self._new_copy()
+            with self._lock:
+                self._free.append(made)
+        return self
 
 
-def _encode(model, prompt: str) -> dict:
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a model's tokenizer -> its pool
+_POOLS_LOCK = threading.Lock()
+
+
+def tokenizer_pool(tokenizer) -> TokenizerPool:
+    """The pool of `tokenizer` (made on first use; it goes when the tokenizer does)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(tokenizer)
+        if pool is None:
+            pool = _POOLS[tokenizer] = TokenizerPool(tokenizer)
+        return pool
+
+
+def _encode(model, prompt: str, limits: ServerLimits | None = None) -> dict:
+    """The chat-formatted prompt on the model's device; `RequestError` when it has more tokens than `limits`
+    allow (the characters were checked before: this is tokenizing at most `max_prompt_chars` of text)."""
     from ..evaluation import chat_inputs
 
-    with TOKENIZER_LOCK:
-        inputs = chat_inputs(model.tokenizer, [prompt])
+    with tokenizer_pool(model.tokenizer).lend() as tokenizer:
+        inputs = chat_inputs(tokenizer, [prompt])
+    problem = (limits or ServerLimits()).prompt_tokens_problem(inputs["input_ids"].shape[1])
+    if problem:
+        raise RequestError(problem)
     return {k: v.to(model.device) for k, v in inputs.items()}
 
 
-def _decode(tokenizer, tokens: list[int], **kwargs) -> str:
-    with TOKENIZER_LOCK:
-        return tokenizer.decode(tokens, **kwargs)
+def decode_tokens(tokenizer, tokens: list[int], **kwargs) -> str:
+    """`tokenizer.decode` on a copy of the tokenizer lent to this thread."""
+    with tokenizer_pool(tokenizer).lend() as lent:
+        return lent.decode(tokens, **kwargs)
 
 
 def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Event,
-                        started: float | None = None) -> Iterator[tuple[str, Any]]:
+                        started: float | None = None, limits: ServerLimits | None = None) -> Iterator[tuple[str, Any]]:
     """`("step", Snapshot)` after every denoising step (coalesced), then `("done", Answer)`: one diffusion answer
     (the chat template applied, bookkept as `evaluation.answer_diffusion` does) decoded in a worker thread."""
     from ..evaluation import Answer, split_answer
@@ -270,7 +345,7 @@ def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Even
             callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started,
                               bool(step.finished[0]), bound))
 
-        inputs = _encode(model, prompt)
+        inputs = _encode(model, prompt, limits)
         begin = time.perf_counter()
         out = model.diffusion_generate(**inputs, return_dict_in_generate=True, callback=on_step, **settings)
         seconds = time.perf_counter() - begin
@@ -278,14 +353,14 @@ def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Even
         extra = {}
         if out.predicted_lengths is not None:
             extra = {"predicted_length": int(out.predicted_lengths[0]), "grew": bool(out.grew[0])}
-        text = _decode(model.tokenizer, tokens, skip_special_tokens=True)
+        text = decode_tokens(model.tokenizer, tokens, skip_special_tokens=True)
         return Answer(prompt, text, tokens, ended, int(out.nfe_per_row[0]), seconds, extra)
 
     yield from stream_in_thread(work, stop)
 
 
 def gated_updates(model, prompt: str, max_new_tokens: int, stop: threading.Event,
-                  draft_length: int = 4) -> Iterator[tuple[str, Any]]:
+                  draft_length: int = 4, limits: ServerLimits | None = None) -> Iterator[tuple[str, Any]]:
     """`("text", decided tokens)` after every round of a gated drafter (`speculative_generate`: one forward drafts
     and verifies), then `("done", Answer)`; stops after the current round when `stop` is set."""
     from ..evaluation import Answer, split_answer
@@ -308,13 +383,13 @@ def gated_updates(model, prompt: str, max_new_tokens: int, stop: threading.Event
             def end(self):
                 pass
 
-        inputs = _encode(model, prompt)
+        inputs = _encode(model, prompt, limits)
         begin = time.perf_counter()
         out = model.speculative_generate(**inputs, max_new_tokens=max_new_tokens, draft_length=draft_length,
                                          streamer=Relay())
         seconds = time.perf_counter() - begin
         tokens, ended = split_answer(out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), eos_ids, pad_id)
-        text = _decode(model.tokenizer, tokens, skip_special_tokens=True)
+        text = decode_tokens(model.tokenizer, tokens, skip_special_tokens=True)
         return Answer(prompt, text, tokens, ended, int(out.verify_forwards[0]), seconds)
 
     yield from stream_in_thread(work, stop)
@@ -336,8 +411,8 @@ def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int,
     eos_ids, pad_id = autoregressive_ids(ar_model, tokenizer)
 
     def work(callback):
-        with TOKENIZER_LOCK:
-            inputs = chat_inputs(tokenizer, [prompt])
+        with tokenizer_pool(tokenizer).lend() as lent:
+            inputs = chat_inputs(lent, [prompt])
         inputs = {k: v.to(ar_model.device) for k, v in inputs.items()}
         begin = time.perf_counter()
         out = ar_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
@@ -345,7 +420,7 @@ def autoregressive_answer(ar_model, tokenizer, prompt: str, max_new_tokens: int,
         seconds = time.perf_counter() - begin
         generated = out[0, inputs["input_ids"].shape[1] :]
         tokens, ended = split_answer(generated.tolist(), eos_ids, pad_id)
-        text = _decode(tokenizer, tokens, skip_special_tokens=True)
+        text = decode_tokens(tokenizer, tokens, skip_special_tokens=True)
         return Answer(prompt, text, tokens, ended, generated.shape[0], seconds)
 
     for kind, item in stream_in_thread(work, stop):
@@ -375,8 +450,8 @@ class AnswerStream:
 
     def __init__(self, holder: ModelHolder, prompt: str | None, page: dict, compare_ar: bool,
                  stop: threading.Event, defaults: dict | None = None, overrides: dict | None = None,
-                 min_frame_interval: float = MIN_FRAME_INTERVAL):
-        self.min_frame_interval = min_frame_interval
+                 min_frame_interval: float = MIN_FRAME_INTERVAL, limits: ServerLimits | None = None):
+        self.min_frame_interval, self.limits = min_frame_interval, limits or ServerLimits()
         self.holder, self.prompt, self.page, self.compare_ar, self.stop = holder, prompt, page, compare_ar, stop
         self.defaults, self.overrides = defaults or {}, overrides or {}
         self.started = time.perf_counter()
@@ -384,7 +459,7 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[PageUpdate]:
         try:
-            prompt, settings = check_request(self.prompt, self.page, self.defaults, self.overrides)
+            prompt, settings = check_request(self.prompt, self.page, self.defaults, self.overrides, self.limits)
             loaded = self.holder.get()
         except RequestError as error:
             yield PageUpdate("", "", message_html(str(error)))
@@ -404,7 +479,7 @@ class AnswerStream:
 
         def piece(token: int) -> str:
             if token not in cache:
-                cache[token] = _decode(tokenizer, [token])
+                cache[token] = decode_tokens(tokenizer, [token])
             return cache[token]
 
         renderer = CanvasRenderer(piece, mask_id=model.config.mask_token_id, eos_ids=model.config.eos_token_ids,
@@ -419,7 +494,7 @@ class AnswerStream:
         yield PageUpdate(panel_html(title, renderer.render(first), "decoding"), ar_waiting, "")
         answer, shown = None, time.perf_counter()
         try:
-            for kind, item in diffusion_snapshots(model, prompt, settings, self.stop):
+            for kind, item in diffusion_snapshots(model, prompt, settings, self.stop, limits=self.limits):
                 if kind == "done":
                     answer = item
                 elif time.perf_counter() - shown >= self.min_frame_interval:
@@ -456,13 +531,13 @@ class AnswerStream:
         yield PageUpdate(panel_html(title, '<div class="dlm-note">drafting...</div>', "decoding"), ar_waiting, "")
         answer, shown, latest = None, time.perf_counter(), []
         try:
-            for kind, item in gated_updates(model, prompt, budget, self.stop):
+            for kind, item in gated_updates(model, prompt, budget, self.stop, limits=self.limits):
                 if kind == "done":
                     answer = item
                     continue
                 latest = item
                 if time.perf_counter() - shown >= self.min_frame_interval:
-                    text = _decode(model.tokenizer, latest, skip_special_tokens=True)
+                    text = decode_tokens(model.tokenizer, latest, skip_special_tokens=True)
                     yield PageUpdate(panel_html(title, f'<div class="dlm-text">{html.escape(text)}</div>',
                                                 "decoding"), ar_waiting, "")
                     shown = time.perf_counter()
@@ -544,6 +619,6 @@ class StopRegistry:
         return True
 
 
-__all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MAX_BUDGET", "MIN_FRAME_INTERVAL", "ModelHolder",
-           "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "TOKENIZER_LOCK", "autoregressive_answer", "check_request",
-           "diffusion_snapshots", "stream_in_thread"]
+__all__ = ["AR_UNAVAILABLE", "AnswerStream", "DecodingStopped", "LoadedModel", "MIN_FRAME_INTERVAL", "ModelHolder",
+           "PAGE_SETTINGS", "PageUpdate", "RequestError", "StopRegistry", "TokenizerPool", "autoregressive_answer",
+           "check_request", "decode_tokens", "diffusion_snapshots", "stream_in_thread", "tokenizer_pool"]
