@@ -416,6 +416,11 @@ def model_card_writer():
         return None
 
 
+def unwrap_peft(model):
+    """The model inside a PEFT wrapper (`get_base_model()`), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def config_max_positions(config) -> int | None:
     """The positions a causal LM config can encode, whatever the family calls the field (None: no such field)."""
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
@@ -442,4 +447,5 @@ __all__ = [
     "causal_prefix_mask",
     "config_max_positions",
     "position_ids_from_attention_mask",
+    "unwrap_peft",
 ]

@@ -48,7 +48,7 @@ from .data import (
 )
 from .draft_rows import IGNORE, draft_cuts, draft_rows
 from .loading import load_diffusion_lm
-from .modeling_dlm import DiffusionLM
+from .modeling_dlm import DiffusionLM, unwrap_peft
 from .noise import (
     DiffusionNoise,
     NoisyBatch,
@@ -159,7 +159,7 @@ class DiffusionTrainer(Trainer):
         processing_class = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
         if processing_class is None:
             raise ValueError("Pass processing_class=<the tokenizer with the mask token> (model.tokenizer is not set).")
-        config = _base_model(model).config
+        config = unwrap_peft(model).config
         if not isinstance(config, DiffusionLMConfig) or config.mask_token_id is None:
             raise ValueError(
                 "DiffusionTrainer trains a DiffusionLM with a mask token: adapt the causal LM first with "
@@ -313,7 +313,7 @@ class DiffusionTrainer(Trainer):
 
     # ------------------------------------------------------------ drafting
     def _draft_rows(self, inputs: dict[str, torch.Tensor]):
-        config = _base_model(self.model).config
+        config = unwrap_peft(self.model).config
         return draft_rows(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.args.draft_length,
                           config.mask_token_id, self._pad_token_id, config.attention, self.args.draft_cuts,
                           self._row_generators(inputs, b"draft_cuts"))
@@ -498,11 +498,6 @@ def _check_drafter_training(args: DiffusionTrainingArguments, peft_config) -> No
     if args.eos_fill:
         raise ValueError("eos_fill=True trains EOS padding for diffusion canvases; a gated drafter stops at the base's "
                          "first EOS: leave eos_fill=None (off for drafters).")
-
-
-def _base_model(model):
-    """The DiffusionLM inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def apply_peft(model: DiffusionLM, peft_config):
