@@ -1,4 +1,4 @@
-"""The web demo on the embedded default, measured in a real browser (headless Chromium, hf_dlm/web/browser.py),
+"""The web demo on the embedded default, measured in a real browser (headless Chromium, tests/browser.py),
 and the screenshots of docs/demo.md.
 
 Starts `hf-dlm serve` (the embedded SmolLM2 diffusion model + its AR twin), asks one held-out prompt, and records
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from hf_dlm.cli.demo import DEMO_PROMPTS  # noqa: E402
-from hf_dlm.web.browser import Browser, free_port, missing_browser, start_server, stop_server  # noqa: E402
+from tests.browser import Browser, free_port, missing_browser, start_server, stop_server  # noqa: E402
 
 LONG_TASKS_JS = """
 window.__longTasks = [];

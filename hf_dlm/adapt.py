@@ -1,11 +1,14 @@
-"""Adapt a causal LM into a `DiffusionLM`: the DiffuGPT / DiffuLLaMA recipe (github.com/HKUNLP/DiffuLLaMA).
+"""Adapt a causal LM for `DiffusionLM.from_causal_lm`: the DiffuGPT / DiffuLLaMA recipe (github.com/HKUNLP/DiffuLLaMA).
 
-Imports only torch and transformers, so it travels with saved checkpoints (`DiffusionLM.from_causal_lm` calls it).
+Remote code: `modeling_dlm.py` imports this file, so it travels with saved checkpoints; it imports only torch,
+transformers and `configuration_dlm.py`. It never imports the model: `modeling_dlm` calls `prepare_causal_lm`, then
+wraps what it returns, so the two files depend in one direction.
 
 Steps: load the causal LM (object, Hub id, local directory, or GGUF file), give the tokenizer a *dedicated* mask
 token (DiffuGPT-small and DiffuLLaMA reused vocabulary ids 10541 / 811, which makes real occurrences of those
-tokens ambiguous) and a pad token if it has none, grow the embeddings with the mean of the
-existing rows, and wrap the untouched AR weights in a DiffusionLM with bidirectional attention and the shift kept.
+tokens ambiguous) and a pad token if it has none, grow the embeddings with the mean of the existing rows, and
+build the `DiffusionLMConfig`; `DiffusionLM.from_causal_lm` then wraps the untouched AR weights in a DiffusionLM
+with bidirectional attention and the shift kept.
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from .configuration_dlm import DiffusionLMConfig
-from .modeling_dlm import MASK_HONOURING_ATTENTION, DiffusionLM
+from .configuration_dlm import MASK_HONOURING_ATTENTION, DiffusionLMConfig
 
 DEFAULT_MASK_TOKEN = "<|mask|>"
 DEFAULT_PAD_TOKEN = "<|pad|>"
 
 
-def from_causal_lm(
+def prepare_causal_lm(
     model_or_path: PreTrainedModel | str | os.PathLike,
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
@@ -37,40 +39,16 @@ def from_causal_lm(
     drafter_alpha: float | None = None,
     drafter_target_modules: list[str] | None = None,
     **load_kwargs,
-) -> DiffusionLM:
-    """Turn a causal LM into a `DiffusionLM`, keeping every AR weight.
-
-    Args:
-        model_or_path: a loaded causal LM (`...ForCausalLM`), a Hub id (`"gpt2"`) or a local directory.
-        tokenizer: its tokenizer; loaded from `model_or_path` when omitted (required for a model instance).
-            Modified in place: a mask token (and a pad token, if missing) is added. The returned model keeps it
-            as `model.tokenizer`, and `save_pretrained` writes it next to the weights.
-        gguf_file: file name of a GGUF checkpoint inside `model_or_path` (needs the `gguf` package).
-        mask_token: the string of the mask token to add when the tokenizer has none.
-        attn_implementation: "sdpa" or "eager" (kernels that honour bidirectional and 4D masks).
-        attention: "bidirectional" (DiffuLLaMA, the default) or "causal_prefix" (block diffusion with a causal
-            context: the prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`). For a
-            gated drafter: how the masks of a draft block attend to each other, "causal" (the default, I-DLM) or
-            "causal_prefix" (bidirectional within the block).
-        dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
-        drafter: "gated_lora" makes a drafter for the causal LM itself (`hf_dlm.drafter_dlm`): base weights frozen,
-            a low-rank adapter of rank `drafter_rank` (scale `drafter_alpha / rank`, default 2) on the layers named
-            in `drafter_target_modules` (default: every attention and MLP projection) acting only at mask
-            positions; decode with `model.speculative_generate(...)`.
-        load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...) when loading from a
-            Hub id or a directory; refused with a model instance (there is nothing to load).
-
-    The causal LM passed in becomes the returned model's backbone (no copy). When tokens are added, its input
-    embedding and LM head get new, larger Parameter objects (ties kept; see `resize_embeddings_with_mean`): an
-    optimizer built on the causal LM before adapting holds the old ones and would not update those rows. Build the
-    optimizer (or the `DiffusionTrainer`) after adapting.
-    """
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DiffusionLMConfig]:
+    """Everything `DiffusionLM.from_causal_lm` does before it wraps the causal LM (its docstring has the arguments):
+    check and load the causal LM, add the mask (and pad) token to the tokenizer in place, grow the embeddings, and
+    build the config. Returns (causal LM, tokenizer, config)."""
     if attn_implementation not in MASK_HONOURING_ATTENTION:
         raise ValueError(
             f"attn_implementation={attn_implementation!r} ignores custom attention masks; "
             f"use one of {MASK_HONOURING_ATTENTION}."
         )
-    if isinstance(model_or_path, DiffusionLM):
+    if isinstance(model_or_path, PreTrainedModel) and model_or_path.config.model_type == DiffusionLMConfig.model_type:
         raise ValueError("This model is already a DiffusionLM; load it with DiffusionLM.from_pretrained(...).")
     if isinstance(model_or_path, PreTrainedModel):
         causal_lm = model_or_path
@@ -124,22 +102,7 @@ def from_causal_lm(
     )
     config._attn_implementation = attn_implementation
     config.dtype = causal_lm.dtype
-
-    # Build the wrapper on the meta device, then hand it the already-loaded backbone: no second copy of the weights.
-    with torch.device("meta"):
-        model = DiffusionLM(config)
-    backbone_config.is_causal = False
-    backbone_config._attn_implementation = attn_implementation
-    model.backbone = causal_lm
-    model.config.backbone_config = backbone_config
-    model.generation_config = model.generation_config_class.from_model_config(config)
-    if drafter is not None:
-        model.build_drafter()
-        with torch.no_grad():  # masks start as the new mask token's row: the mean embedding
-            model.drafter.mask_embedding.copy_(model.get_input_embeddings().weight[tokenizer.mask_token_id])
-    model.tokenizer = tokenizer
-    model.eval()
-    return model
+    return causal_lm, tokenizer, config
 
 
 def check_is_causal_lm(model: torch.nn.Module) -> None:
@@ -288,4 +251,4 @@ def _tokenizer_kwargs(load_kwargs: dict) -> dict:
     return {k: v for k, v in load_kwargs.items() if k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code")}
 
 
-__all__ = ["DEFAULT_MASK_TOKEN", "add_special_tokens", "from_causal_lm", "resize_embeddings_with_mean"]
+__all__ = ["DEFAULT_MASK_TOKEN", "add_special_tokens", "prepare_causal_lm", "resize_embeddings_with_mean"]

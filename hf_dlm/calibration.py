@@ -26,7 +26,6 @@ Used by `hf-dlm calibrate` (cli/calibrate.py); `write_length_rule` stores the ru
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -34,13 +33,12 @@ from pathlib import Path
 
 import torch
 
+from .calibration_settings import DEFAULT_TARGET_COVERAGE, REFERENCES, conformal_rank, min_prompts
 from .cli.paths import write_text_atomically
 from .generation_dlm import _Decoder, eos_probabilities, length_bound, predicted_lengths
 
-DEFAULT_TARGET_COVERAGE = 0.95
 # Candidate thresholds: p(EOS) estimates P(length <= j), so t is a quantile of the model's length belief.
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.01, 0.02, 0.98, 0.99)
-REFERENCES = ("completion", "grow")
 
 
 @dataclass(frozen=True)
@@ -86,19 +84,6 @@ def bound_stats(p_eos: torch.Tensor, lengths: torch.Tensor, rule: LengthRule, bu
         mean_shortfall=float((-gap[~covered]).float().mean()) if (~covered).any() else 0.0,
         mean_bound=float(bounds.float().mean()),
     )
-
-
-def conformal_rank(prompts: int, target_coverage: float) -> int:
-    """Which order statistic (1-based) of `prompts` scores is the split-conformal quantile for the coverage."""
-    return math.ceil((prompts + 1) * target_coverage)
-
-
-def min_prompts(target_coverage: float) -> int:
-    """The fewest prompts `fit_length_rule` accepts for a coverage (two halves, each with a conformal quantile)."""
-    n = 1
-    while conformal_rank(n, target_coverage) > n:
-        n += 1
-    return 2 * n
 
 
 def _margin(p_eos, lengths, budget, threshold, rank) -> tuple[int, torch.Tensor]:
@@ -248,6 +233,7 @@ __all__ = [
     "LengthRule",
     "bound_stats",
     "calibrate_length_rule",
+    "conformal_rank",
     "min_prompts",
     "completion_lengths",
     "first_step_eos_probabilities",

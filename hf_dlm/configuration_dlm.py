@@ -1,6 +1,7 @@
 """Configuration of a masked diffusion LM built on the backbone of a causal LM.
 
-Remote code: this file is copied next to every saved checkpoint, so it imports only transformers.
+Remote code: this file is copied next to every saved checkpoint, so it imports only transformers and its sibling
+`settings_dlm.py` (standard library).
 
 The recipe is DiffuGPT / DiffuLLaMA (Gong et al. 2024, "Scaling Diffusion Language Models via Adaptation from
 Autoregressive Models", github.com/HKUNLP/DiffuLLaMA): the causal LM's own embeddings, blocks and LM head, run
@@ -15,6 +16,9 @@ ATTENTION_PATTERNS = ("bidirectional", "causal_prefix", "causal")
 DRAFTERS = ("gated_lora",)
 # Attention among the masks of a gated drafter's draft block (clean positions are causal either way).
 DRAFT_ATTENTION = ("causal", "causal_prefix")
+# Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
+# flag and padding, so they would silently run the model causally (DiffuLLaMA's code notes FlashAttention-2 ignores its annealing masks).
+MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 
 
 class DiffusionLMConfig(PreTrainedConfig):

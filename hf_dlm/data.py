@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-DATASET_FORMATS = ("text", "prompt_completion", "messages")
-PADDING_STRATEGIES = ("random", "longest", "max_length")
+from .training_settings import DATASET_FORMATS, check_training_settings
+
 MODEL_COLUMNS = ("input_ids", "loss_mask")
 
 
@@ -240,8 +240,7 @@ def prepare_dataset(
     if "input_ids" in columns:
         return dataset
     dataset_format = dataset_format or detect_format(columns, text_field)
-    if dataset_format not in DATASET_FORMATS:
-        raise ValueError(f"dataset_format must be one of {DATASET_FORMATS}, got {dataset_format!r}.")
+    check_training_settings({"dataset_format": dataset_format})
     eos = _eos_id(tokenizer, eos_token_id)
     streaming = not hasattr(dataset, "__len__")
     map_kwargs = {} if streaming else {"num_proc": num_proc, "desc": f"Tokenising ({dataset_format})"}
@@ -257,8 +256,7 @@ def prepare_dataset(
     dataset = dataset.map(fn, batched=batched, with_indices=True, remove_columns=columns, **map_kwargs)
 
     packing = dataset_format == "text" if packing is None else packing
-    if packing and max_length is None:
-        raise ValueError("packing needs max_length (the length of a packed row).")
+    check_training_settings({"packing": packing, "max_length": max_length})
     if packing:
         pack = pack_text if dataset_format == "text" else pack_examples
         if dataset_format != "text":  # an example longer than a row cannot be packed whole: cut it first
@@ -309,12 +307,8 @@ class DataCollatorForDiffusion:
     pad_to_multiple_of: int | None = None
 
     def __post_init__(self):
-        if self.padding not in PADDING_STRATEGIES:
-            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
-        if self.padding in ("max_length", "random") and self.max_length is None:
-            raise ValueError(f"padding={self.padding!r} needs max_length.")
-        if self.eos_fill and self.eos_token_id is None:
-            raise ValueError("eos_fill=True needs eos_token_id (the token the answers are padded with).")
+        check_training_settings({"padding": self.padding, "max_length": self.max_length, "eos_fill": self.eos_fill,
+                                 "eos_token_id": self.eos_token_id})
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(f["input_ids"]) for f in features]
@@ -401,10 +395,7 @@ def block_rows(
     `generator_for(row)` returns the torch.Generator of a row, so the choice is reproducible (the trainer seeds it
     like the noise: by seed, optimizer step and the row's tokens).
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"block_rows must be a share in [0, 1], got {share}.")
-    if block_length < 1:
-        raise ValueError(f"block_length must be >= 1, got {block_length}.")
+    check_training_settings({"block_rows": share, "block_length": block_length})
     input_ids, attention_mask, loss_mask = (batch[k].clone() for k in ("input_ids", "attention_mask", "loss_mask"))
     eos = torch.tensor(list(eos_token_ids), device=input_ids.device)
     for row in range(input_ids.shape[0]):

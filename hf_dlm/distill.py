@@ -29,22 +29,15 @@ import logging
 from collections.abc import Sequence
 
 from .evaluation import answer_autoregressive, answer_diffusion
+from .modeling_dlm import DiffusionLM, unwrap_peft
+from .training_settings import DISTILLATION_ARGUMENTS, TEACHERS, check_training_settings
 
 logger = logging.getLogger(__name__)
-
-TEACHERS = ("auto", "diffusion", "base")
-
-# What distillation trains with, beside the data (DiffusionTrainingArguments fields): every row a semi-AR block row
-# (the answer's blocks before block k clean, block k noised, nothing after it: what `grow` decoding meets), and the
-# confidence term on (dParallel's certainty forcing; LLaDA 2.0's CAP). Set block_length to the decoding block.
-DISTILLATION_ARGUMENTS = {"block_rows": 1.0, "confidence_loss_weight": 1.0}
 
 
 def _diffusion_lm(model):
     """The DiffusionLM of `model` (itself, or inside a peft wrapper), or None for any other model."""
-    from .modeling_dlm import DiffusionLM
-
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrap_peft(model)
     return inner if isinstance(inner, DiffusionLM) else None
 
 
@@ -133,8 +126,7 @@ def build_distillation_dataset(
     """
     from datasets import Dataset
 
-    if teacher not in TEACHERS:
-        raise ValueError(f"teacher must be one of {TEACHERS}, got {teacher!r}.")
+    check_training_settings({"teacher": teacher})
     prompts = list(prompts)
     if not prompts:
         raise ValueError("No prompts: give the questions the teacher should answer.")

@@ -1,7 +1,8 @@
 """The gated drafter: a low-rank adapter that acts only at mask positions, and the one-forward draft-and-verify loop.
 
 Remote code: `modeling_dlm.py` imports this file, so it is copied next to every saved checkpoint; it imports only
-torch and transformers. Built by `DiffusionLM.from_causal_lm(model, tokenizer, drafter="gated_lora")`.
+torch, transformers and its sibling files (`configuration_dlm.py`, `generation_dlm.py`, `settings_dlm.py`).
+Built by `DiffusionLM.from_causal_lm(model, tokenizer, drafter="gated_lora")`.
 
 The design is I-DLM's R-ISD (arXiv 2604.11035, repo Introspective-Diffusion/I-DLM) and Apple's gated-LoRA
 multi-token prediction (arXiv 2507.11851):

@@ -29,13 +29,11 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from .configuration_dlm import DiffusionLMConfig
+from .adapt import prepare_causal_lm
+from .configuration_dlm import MASK_HONOURING_ATTENTION, DiffusionLMConfig
 from .drafter_dlm import GatedLoRA, gated_attention_mask, gated_speculative_generate
 from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 
-# Kernels that honour an arbitrary (bidirectional or 4D) attention mask. FlashAttention-2/3 take only a causal
-# flag and padding, so they would silently run the model causally (DiffuLLaMA's code notes FlashAttention-2 ignores its annealing masks).
-MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 # Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
 REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
 # transformers 5.24 renamed `past_key_values` to `cache` in forward signatures and model outputs (the old name
@@ -181,13 +179,49 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     @classmethod
     def from_causal_lm(cls, model_or_path, tokenizer=None, **kwargs):
-        """Adapt a causal LM (instance, Hub id or local directory; GGUF via `gguf_file=`). See `adapt.from_causal_lm`.
+        """Turn a causal LM into a `DiffusionLM`, keeping every AR weight (the recipe: `hf_dlm.adapt`).
 
-        A causal LM instance becomes the backbone; if tokens are added, its embedding (and head) are new Parameters,
-        so build any optimizer after adapting: one built on the causal LM before would not update them."""
-        from .adapt import from_causal_lm
+        Args:
+            model_or_path: a loaded causal LM (`...ForCausalLM`), a Hub id (`"gpt2"`) or a local directory.
+            tokenizer: its tokenizer; loaded from `model_or_path` when omitted (required for a model instance).
+                Modified in place: a mask token (and a pad token, if missing) is added. The returned model keeps it
+                as `model.tokenizer`, and `save_pretrained` writes it next to the weights.
+            gguf_file: file name of a GGUF checkpoint inside `model_or_path` (needs the `gguf` package).
+            mask_token: the string of the mask token to add when the tokenizer has none (default "<|mask|>").
+            attn_implementation: "sdpa" (default) or "eager" (kernels that honour bidirectional and 4D masks).
+            attention: "bidirectional" (DiffuLLaMA, the default) or "causal_prefix" (block diffusion with a causal
+                context: the prompt and committed blocks keep the causal LM's attention; see `DiffusionLMConfig`).
+                For a gated drafter: how the masks of a draft block attend to each other, "causal" (the default,
+                I-DLM) or "causal_prefix" (bidirectional within the block).
+            dtype: dtype to load the weights in (default: the checkpoint's, float32 for GGUF).
+            drafter: "gated_lora" makes a drafter for the causal LM itself (`drafter_dlm.py`): base weights frozen,
+                a low-rank adapter of rank `drafter_rank` (default 32; scale `drafter_alpha / rank`, default 2) on
+                the layers named in `drafter_target_modules` (default: every attention and MLP projection) acting
+                only at mask positions; decode with `model.speculative_generate(...)`.
+            load_kwargs: passed to `from_pretrained` (`revision`, `token`, `trust_remote_code`, ...) when loading
+                from a Hub id or a directory; refused with a model instance (there is nothing to load).
 
-        return from_causal_lm(model_or_path, tokenizer, **kwargs)
+        The causal LM passed in becomes the returned model's backbone (no copy). When tokens are added, its input
+        embedding and LM head get new, larger Parameter objects (ties kept; see `adapt.resize_embeddings_with_mean`):
+        an optimizer built on the causal LM before adapting holds the old ones and would not update those rows.
+        Build the optimizer (or the `DiffusionTrainer`) after adapting."""
+        causal_lm, tokenizer, config = prepare_causal_lm(model_or_path, tokenizer, **kwargs)
+        backbone_config = causal_lm.config
+        # Build the wrapper on the meta device, then hand it the already-loaded backbone: no second copy of the weights.
+        with torch.device("meta"):
+            model = cls(config)
+        backbone_config.is_causal = False
+        backbone_config._attn_implementation = config._attn_implementation
+        model.backbone = causal_lm
+        model.config.backbone_config = backbone_config
+        model.generation_config = model.generation_config_class.from_model_config(config)
+        if config.drafter is not None:
+            model.build_drafter()
+            with torch.no_grad():  # masks start as the new mask token's row: the mean embedding
+                model.drafter.mask_embedding.copy_(model.get_input_embeddings().weight[tokenizer.mask_token_id])
+        model.tokenizer = tokenizer
+        model.eval()
+        return model
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, model_card_metrics=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
@@ -416,6 +450,11 @@ def model_card_writer():
         return None
 
 
+def unwrap_peft(model):
+    """The model inside a PEFT wrapper (`get_base_model()`), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def config_max_positions(config) -> int | None:
     """The positions a causal LM config can encode, whatever the family calls the field (None: no such field)."""
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
@@ -442,4 +481,5 @@ __all__ = [
     "causal_prefix_mask",
     "config_max_positions",
     "position_ids_from_attention_mask",
+    "unwrap_peft",
 ]

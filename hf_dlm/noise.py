@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .training_settings import check_training_settings
+
 ELBO_T_MIN = 1e-3  # MDLM / DiffuLLaMA eps: t = 0 would give weight 1/t = inf to nothing masked
 
 
@@ -136,14 +138,9 @@ class DiffusionNoise:
     all_masked_share: float = 0.0
 
     def __post_init__(self):
-        if not 0.0 < self.t_min <= self.t_max <= 1.0:
-            raise ValueError(f"Need 0 < t_min <= t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}.")
-        if self.anneal_steps < 0:
-            raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
-        if self.eos_always_masked and not self.eos_token_ids:
-            raise ValueError("eos_always_masked=True needs eos_token_ids (the model config's eos_token_id).")
-        if not 0.0 <= self.all_masked_share <= 1.0:
-            raise ValueError(f"all_masked_share is a share of rows in [0, 1], got {self.all_masked_share}.")
+        check_training_settings({"t_min": self.t_min, "t_max": self.t_max, "anneal_steps": self.anneal_steps,
+                                 "eos_always_masked": self.eos_always_masked, "eos_token_ids": self.eos_token_ids,
+                                 "all_masked_rows": self.all_masked_share})
         self.eos_token_ids = tuple(int(i) for i in self.eos_token_ids)
 
     def antithetic_t(self, n: int, step: int, rank: int = 0) -> torch.Tensor:

@@ -48,7 +48,7 @@ from .data import (
 )
 from .draft_rows import IGNORE, draft_cuts, draft_rows
 from .loading import load_diffusion_lm
-from .modeling_dlm import DiffusionLM
+from .modeling_dlm import DiffusionLM, unwrap_peft
 from .noise import (
     DiffusionNoise,
     NoisyBatch,
@@ -154,7 +154,7 @@ class DiffusionTrainer(Trainer):
     ):
         args = _training_arguments(args)
         model, processing_class = _model_and_tokenizer(model, processing_class)
-        config = _base_model(model).config
+        config = unwrap_peft(model).config
         self._set_training_mode(config, args, peft_config)
         check_before_training(model, processing_class, args.max_length)  # token ids agree, rows fit the positions
         if peft_config is not None:
@@ -344,7 +344,7 @@ class DiffusionTrainer(Trainer):
 
     # ------------------------------------------------------------ drafting
     def _draft_rows(self, inputs: dict[str, torch.Tensor]):
-        config = _base_model(self.model).config
+        config = unwrap_peft(self.model).config
         return draft_rows(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], self.args.draft_length,
                           config.mask_token_id, self._pad_token_id, config.attention, self.args.draft_cuts,
                           self._row_generators(inputs, b"draft_cuts"))
@@ -663,11 +663,6 @@ def _select(inputs: dict, noisy: NoisyBatch, rows: torch.Tensor) -> tuple[dict, 
     mask = mask[:, :length] if mask.dim() == 2 else mask[..., :length, :length]
     return picked, NoisyBatch(noisy.input_ids[rows][:, :length], mask, noisy.masked[rows][:, :length],
                               noisy.loss_weight[rows][:, :length], noisy.maskable[rows][:, :length], noisy.t[rows])
-
-
-def _base_model(model):
-    """The DiffusionLM inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def apply_peft(model: DiffusionLM, peft_config):

@@ -1,8 +1,8 @@
 """`DiffusionTrainingArguments`: `transformers.TrainingArguments` plus the masked-diffusion objective and the data.
 
 TRL's split (huggingface/trl `sft_config.py` / `sft_trainer.py`): the arguments live here, the trainer in
-`hf_dlm.trainer`; every field's `help` is the user documentation, and `__post_init__` is the one place a
-training setting is validated (the CLI, the trainer and the collator all rely on it).
+`hf_dlm.trainer`; every field's `help` is the user documentation, and `__post_init__` checks every setting with
+`hf_dlm.training_settings.check_training_settings`, the checks the noise, the data and `hf-dlm distill` call too.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .data import DATASET_FORMATS, PADDING_STRATEGIES
 from .noise import ELBO_T_MIN
+from .training_settings import check_training_settings
 
 # block_rows=None resolves to this share for bidirectional models trained on answers (prompt/completion, messages).
 DEFAULT_BLOCK_ROWS = 0.5
@@ -219,50 +219,13 @@ class DiffusionTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 (position 0 is never predicted), got {self.max_length}.")
-        if self.dataset_format is not None and self.dataset_format not in DATASET_FORMATS:
-            raise ValueError(f"dataset_format must be one of {DATASET_FORMATS} or None, got {self.dataset_format!r}.")
-        if self.padding not in PADDING_STRATEGIES:
-            raise ValueError(f"padding must be one of {PADDING_STRATEGIES}, got {self.padding!r}.")
-        if self.padding == "max_length" and self.max_length is None:
-            raise ValueError("padding='max_length' needs max_length.")
-        if self.padding == "random" and self.max_length is None:
-            raise ValueError(
-                "padding='random' (the default) EOS-fills rows up to max_length: set max_length (prompt + the largest "
-                "max_new_tokens you decode with), or padding='longest'."
-            )
-        if self.packing and self.max_length is None:
-            raise ValueError("packing=True needs max_length (the length of a packed row).")
-        if not 0.0 < self.t_min <= self.t_max <= 1.0:
-            raise ValueError(
-                f"Need 0 < t_min <= t_max <= 1, got t_min={self.t_min}, t_max={self.t_max}. t_min=0 would give "
-                f"weight 1/t = inf; use 1e-3 (MDLM) or 0.1 (dLLM-Var)."
-            )
-        if self.anneal_steps < 0:
-            raise ValueError(f"anneal_steps must be >= 0 (0 = bidirectional from the start), got {self.anneal_steps}.")
-        if self.block_rows is not None and not 0.0 <= self.block_rows <= 1.0:
-            raise ValueError(f"block_rows is a share of rows in [0, 1], got {self.block_rows}.")
-        if not 0.0 <= self.confidence_loss_weight < float("inf"):
-            raise ValueError(
-                f"confidence_loss_weight must be a finite number >= 0 (0 = off), got {self.confidence_loss_weight}."
-            )
-        if self.length_groups < 1:
-            raise ValueError(f"length_groups must be >= 1 (1 = one forward per micro-batch), got {self.length_groups}.")
-        if not 0.0 <= self.all_masked_rows <= 1.0:
-            raise ValueError(f"all_masked_rows is a share of rows in [0, 1], got {self.all_masked_rows}.")
-        if not 0.0 <= self.ar_loss_weight < float("inf"):
-            raise ValueError(f"ar_loss_weight must be a finite number >= 0 (0 = off), got {self.ar_loss_weight}.")
-        if self.block_length < 1:
-            raise ValueError(f"block_length must be >= 1, got {self.block_length}.")
-        if self.draft_length < 1:
-            raise ValueError(f"draft_length must be >= 1 (masks per cut), got {self.draft_length}.")
-        if self.draft_cuts is not None and self.draft_cuts < 1:
-            raise ValueError(f"draft_cuts must be >= 1 or None (every cut), got {self.draft_cuts}.")
-        if self.sample_steps is not None and self.sample_steps < 1:
-            raise ValueError(f"sample_steps must be >= 1 or None, got {self.sample_steps}.")
-        if self.sample_max_new_tokens < 1:
-            raise ValueError(f"sample_max_new_tokens must be >= 1, got {self.sample_max_new_tokens}.")
+        check_training_settings({
+            name: getattr(self, name)
+            for name in ("max_length", "dataset_format", "padding", "packing", "t_min", "t_max", "anneal_steps",
+                         "block_rows", "confidence_loss_weight", "block_length", "draft_length", "draft_cuts",
+                         "sample_steps", "sample_max_new_tokens", "length_groups", "all_masked_rows",
+                         "ar_loss_weight")
+        })
         if self.label_names is None:
             # The diffusion loss needs no label tensor; an explicit empty list silences the Trainer's guess.
             self.label_names = []

@@ -14,9 +14,9 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hf_dlm.cli.serve import exposure_warning  # noqa: E402
-from hf_dlm.web.browser import free_port, start_server, stop_server  # noqa: E402
 from hf_dlm.web.openai_api import APIError, DecidedText, build_router, is_loopback, parse_request  # noqa: E402
 from hf_dlm.web.session import ModelHolder  # noqa: E402
+from tests.browser import free_port, start_server, stop_server  # noqa: E402
 from tests.conftest import make_dlm  # noqa: E402
 
 KEY = "test-key-123"

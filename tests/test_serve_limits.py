@@ -16,7 +16,6 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from hf_dlm.web.app import build_app, server_app  # noqa: E402
-from hf_dlm.web.browser import free_port, start_server, stop_server  # noqa: E402
 from hf_dlm.web.limits import ServerLimits  # noqa: E402
 from hf_dlm.web.openai_api import build_router  # noqa: E402
 from hf_dlm.web.session import (  # noqa: E402
@@ -27,6 +26,7 @@ from hf_dlm.web.session import (  # noqa: E402
     check_request,
     tokenizer_pool,
 )
+from tests.browser import free_port, start_server, stop_server  # noqa: E402
 from tests.cli_probe import heavy_modules, run_cli  # noqa: E402
 from tests.conftest import make_dlm  # noqa: E402
 

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from hf_dlm.web.browser import Browser, free_port, missing_browser, start_server, stop_server
 from hf_dlm.web.session import diffusion_snapshots
+from tests.browser import Browser, free_port, missing_browser, start_server, stop_server
 from tests.conftest import make_dlm
 
 pytestmark = [

@@ -30,14 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..settings_dlm import LENGTH_STRATEGIES
 from .options import check_decoding, check_model, load_model
 from .paths import check_output_file, write_text_atomically
 
 if TYPE_CHECKING:
     from ..evaluation import Answer
-
-
-STRATEGIES = ("fixed", "grow", "predict")
 
 
 @dataclass(frozen=True)
@@ -78,7 +76,7 @@ class Setting:
                     threshold=self.threshold, steps=None, use_cache=self.use_cache, temperature=0.0)
 
 
-def grid(budgets: Sequence[int], thresholds: Sequence[float | None], strategies: Sequence[str] = STRATEGIES,
+def grid(budgets: Sequence[int], thresholds: Sequence[float | None], strategies: Sequence[str] = LENGTH_STRATEGIES,
          caches: Sequence[bool] = (True, False), block_length: int = 32, ar: bool = True,
          traditional: bool = True) -> list[Setting]:
     """Every strategy x threshold x cache at every budget, plus AR and the traditional baseline per budget."""
@@ -339,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="No AR checkpoint: time the diffusion model's own backbone run causally (speed only).")
     p.add_argument("--budgets", default="64,256", help="Comma-separated max_new_tokens values.")
     p.add_argument("--thresholds", default="0.9,none", help="Confidence thresholds; 'none' = one token per step.")
-    p.add_argument("--strategies", default="fixed,grow,predict")
+    p.add_argument("--strategies", default=",".join(LENGTH_STRATEGIES))
     p.add_argument("--cache", choices=("on", "off", "both"), default="both")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
@@ -361,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(f"--budgets / --thresholds: {error}")
     strategies = args.strategies.split(",")
-    unknown = sorted(set(strategies) - set(STRATEGIES))
+    unknown = sorted(set(strategies) - set(LENGTH_STRATEGIES))
     if unknown:
-        parser.error(f"--strategies: unknown {unknown}; choose from {','.join(STRATEGIES)}")
+        parser.error(f"--strategies: unknown {unknown}; choose from {','.join(LENGTH_STRATEGIES)}")
     for budget in budgets:
         for threshold in thresholds:
             check_decoding(parser, args.model, {"max_new_tokens": budget, "threshold": threshold,

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from ..calibration_settings import DEFAULT_TARGET_COVERAGE, REFERENCES, min_prompts
 from .options import DTYPES, check_model_flags, load_model, progress
 from .paths import check_output_file, output_file_problem, write_text_atomically
-
-REFERENCES = ("completion", "grow")  # hf_dlm.calibration.REFERENCES (not imported here: it imports torch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="a saved DiffusionLM checkpoint directory (it is updated)")
     parser.add_argument("--prompts", required=True, help="JSONL: one {\"prompt\": ..., \"completion\": ...} per line")
-    parser.add_argument("--target-coverage", type=float, default=0.95,
-                        help="probability that the bound covers the answer and its EOS (default 0.95)")
+    parser.add_argument("--target-coverage", type=float, default=DEFAULT_TARGET_COVERAGE,
+                        help=f"probability that the bound covers the answer and its EOS (default "
+                        f"{DEFAULT_TARGET_COVERAGE})")
     parser.add_argument("--reference", choices=REFERENCES, default="completion",
                         help="true lengths from the reference completions, or from the model's own grow answers")
     parser.add_argument("--max-new-tokens", type=int, default=None,
@@ -91,14 +90,12 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error(f"--model {args.model}: the rule is written to its generation_config.json, but {problem} "
                          f"(or use --dry-run)")
     records = read_records(parser, args.prompts, args.reference)
-    # Half the prompts fit the rule (hf_dlm.calibration.min_prompts: a half to pick the threshold, a half whose
-    # conformal quantile, the ceil((n + 1) c)-th of n scores, must exist); the other half measures it.
-    half = 1
-    while math.ceil((half + 1) * args.target_coverage) > half:
-        half += 1
-    if len(records) // 2 < 2 * half:
+    # Half the prompts fit the rule (a half of them to pick the threshold, a half whose conformal quantile, the
+    # ceil((n + 1) c)-th of n scores, must exist); the other half measures it.
+    needed = min_prompts(args.target_coverage)
+    if len(records) // 2 < needed:
         parser.error(f"{len(records)} prompts are too few for {args.target_coverage:.0%} coverage: half of them fit "
-                     f"the rule, which needs {2 * half}, so give at least {4 * half} (or a lower --target-coverage)")
+                     f"the rule, which needs {needed}, so give at least {2 * needed} (or a lower --target-coverage)")
     return records
 
 

@@ -22,10 +22,9 @@ import math
 import sys
 from pathlib import Path
 
+from ..training_settings import DISTILLATION_ARGUMENTS, TEACHERS, check_training_settings
 from .options import add_decoding_arguments, check_decoding, check_model, decoding_settings, read_prompts
 from .paths import output_dir_problem
-
-TEACHERS = ("auto", "diffusion", "base")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--per_device_train_batch_size", type=int, default=8)
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--max_length", type=int, default=1024, help="tokens per row (prompt + answer, EOS-filled)")
-    group.add_argument("--block_rows", type=float, default=1.0, help="share of rows shown as semi-AR block rows")
-    group.add_argument("--confidence_loss_weight", type=float, default=1.0, help="weight of the confidence term")
+    group.add_argument("--block_rows", type=float, default=DISTILLATION_ARGUMENTS["block_rows"],
+                       help="share of rows shown as semi-AR block rows")
+    group.add_argument("--confidence_loss_weight", type=float, default=DISTILLATION_ARGUMENTS["confidence_loss_weight"],
+                       help="weight of the confidence term")
     group.add_argument("--use_peft", action="store_true", help="train a LoRA adapter instead of every weight")
     group.add_argument("--lora_r", type=int, default=16)
     group.add_argument("--merge_adapter", action="store_true", help="also save the merged model to <output_dir>/merged")
@@ -89,13 +90,11 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: d
                  "lora_r", "logging_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_length < 2:
-        parser.error(f"--max_length must be >= 2, got {args.max_length}")
-    if not 0.0 <= args.block_rows <= 1.0:
-        parser.error(f"--block_rows is a share of rows in [0, 1], got {args.block_rows}")
-    if not (math.isfinite(args.confidence_loss_weight) and args.confidence_loss_weight >= 0):
-        parser.error(f"--confidence_loss_weight must be a finite number >= 0 (0 = off), got "
-                     f"{args.confidence_loss_weight}")
+    try:
+        check_training_settings({name: getattr(args, name) for name in ("max_length", "block_rows",
+                                                                        "confidence_loss_weight")})
+    except ValueError as error:  # the message names the flag and says what to change
+        parser.error(str(error))
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
         parser.error(f"--learning_rate must be > 0, got {args.learning_rate}")
     if args.merge_adapter and not args.use_peft:

@@ -86,8 +86,8 @@ def load_default(
     import torch
     from peft import PeftModel
 
-    from ..adapt import from_causal_lm
     from ..generation_dlm import DiffusionGenerationConfig
+    from ..modeling_dlm import DiffusionLM
 
     status = status or (lambda message: contextlib.nullcontext())
     dtype = _dtype(dtype)
@@ -102,7 +102,7 @@ def load_default(
     if (adapter / "diffusion_config.json").is_file():
         model_kwargs = json.loads((adapter / "diffusion_config.json").read_text())
     with status(f"Applying the diffusion adapter ({adapter.name})"):
-        model = from_causal_lm(causal_lm, tokenizer, **model_kwargs)
+        model = DiffusionLM.from_causal_lm(causal_lm, tokenizer, **model_kwargs)
         with warnings.catch_warnings():  # peft's merge calls a transformers helper deprecated in v5: not ours to fix
             warnings.simplefilter("ignore", FutureWarning)
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -138,7 +138,7 @@ def load_default_drafter(
     import torch
     from safetensors.torch import load_file
 
-    from ..adapt import from_causal_lm
+    from ..modeling_dlm import DiffusionLM
 
     status = status or (lambda message: contextlib.nullcontext())
     dtype = _dtype(dtype)
@@ -151,8 +151,8 @@ def load_default_drafter(
     settings = json.loads((drafter / "drafter_config.json").read_text())
     tokenizer, causal_lm, ar_model = _smollm2(dtype, status, autoregressive)
     with status(f"Attaching the gated drafter ({drafter.name})"):
-        model = from_causal_lm(causal_lm, tokenizer, drafter=settings["drafter"],
-                               drafter_rank=settings["drafter_rank"], attention=settings["attention"])
+        model = DiffusionLM.from_causal_lm(causal_lm, tokenizer, drafter=settings["drafter"],
+                                           drafter_rank=settings["drafter_rank"], attention=settings["attention"])
         weights = {k.removeprefix("drafter."): v.float() for k, v in load_file(str(drafter / "drafter.safetensors")).items()}
         model.drafter.load_state_dict(weights)
         model = model.to(dtype).eval().use_few_rows_head()

@@ -15,10 +15,14 @@ same numbers.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..evaluation import length_summary
+from ..generation_dlm import length_bound
 
 METRICS_DIR = Path(__file__).parent
 METRIC_NAMES = ("exact_length_match", "length_prediction", "tokens_per_forward", "generative_perplexity")
@@ -59,9 +63,9 @@ def answer_matches(answers: Sequence[str | Sequence[int]], references: Sequence[
 
 def predicted_bound(predicted_length: int, length_margin: int, max_new_tokens: int | None = None) -> int:
     """The canvas the `predict` strategy decodes after its first step: predicted length + 1 (the EOS) + margin,
-    capped by the budget (generation_dlm's `_predict_lengths`)."""
-    bound = predicted_length + 1 + length_margin
-    return bound if max_new_tokens is None else min(bound, max_new_tokens)
+    capped by the budget when one is given; the decoder's own rule, `generation_dlm.length_bound`."""
+    budget = sys.maxsize if max_new_tokens is None else max_new_tokens
+    return int(length_bound(torch.as_tensor(predicted_length), length_margin, budget))
 
 
 def length_prediction_summary(predicted: Sequence[int], true_lengths: Sequence[int], *, length_margin: int,

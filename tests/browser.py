@@ -1,5 +1,6 @@
 """Drive the web demo in a real browser: the system's headless Chromium (Debian's `chromium` + `chromium-driver`)
-through Selenium, nothing downloaded. Used by tests/test_web_browser.py and benchmarks/web_latency.py.
+through Selenium, nothing downloaded. Used by tests/test_web_browser.py,
+tests/test_openai_api.py (the server helpers) and benchmarks/web_latency.py; not part of the package.
 
 `ask()` installs a MutationObserver before it clicks, so the page itself records (with `Date.now()`, one clock
 for every session on the machine) when the click happened, when the first canvas appeared, when the first
