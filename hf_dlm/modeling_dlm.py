@@ -37,7 +37,8 @@ from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 # flag and padding, so they would silently run the model causally (DiffuLLaMA's code notes FlashAttention-2 ignores its annealing masks).
 MASK_HONOURING_ATTENTION = ("eager", "sdpa")
 # Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
-REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
+# AutoModelForCausalLM because transformers' "text-generation" pipeline loads its model with that class only.
+REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM")
 # transformers 5.24 renamed `past_key_values` to `cache` in forward signatures and model outputs (the old name
 # still works there, with a deprecation warning). The backbone is called and read with the name its release uses.
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -196,7 +197,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves."""
         if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
-            # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
+            # class the checkpoint should load with, so that AutoModel, AutoModelForMaskedLM and AutoModelForCausalLM
+            # (the text-generation pipeline) all work remotely.
             name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             self.config.auto_map = auto_map | {auto: name for auto in REMOTE_AUTO_CLASSES}
