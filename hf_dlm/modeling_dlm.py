@@ -194,7 +194,9 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
         remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached, plus a model card
         (README.md with Hub metadata) where hf_dlm is installed and no README of the user's is there.
-        `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves."""
+        `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves; a value
+        that is a `huggingface_hub.EvalResult` (or a dict of its fields: task, dataset, metric) also goes into the
+        card's `model-index`."""
         if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
             # class the checkpoint should load with, so that AutoModel, AutoModelForMaskedLM and AutoModelForCausalLM
