@@ -288,7 +288,8 @@ class DiffusionGenerationMixin:
         is taken by name too.
 
         On a gated drafter (`config.drafter`) it is `speculative_generate`, the base's greedy answers:
-        `max_new_tokens` (or `max_length`), `draft_length`, `eos_token_id`, `streamer` and `attention_mask` apply;
+        `max_new_tokens` (or `max_length`), `draft_length`, `eos_token_id`, `streamer`, `stop_strings` (with
+        `tokenizer`), `stopping_criteria` and `attention_mask` apply;
         it returns the sequences (the output object with `return_dict_in_generate=True`)."""
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
@@ -322,17 +323,19 @@ class DiffusionGenerationMixin:
             settings.pop("pad_token_id", None)  # the model's own pad: what speculative_generate fills with anyway
         taken = {"temperature", "max_new_tokens", "eos_token_id", "return_dict_in_generate", "bos_token_id"}
         unmet = sorted(set(settings) - taken)
-        unmet_calls = sorted(set(args.call) - {"attention_mask", "streamer"})
+        passed = {"attention_mask", "streamer", "stop_strings", "tokenizer", "stopping_criteria"}
+        unmet_calls = sorted(set(args.call) - passed)
         if unmet or unmet_calls:
             raise ValueError(
                 f"generate on a gated drafter gives its base's greedy answer and takes max_new_tokens (or max_length), "
                 f"draft_length, predraft, eos_token_id, pad_token_id (the model's, {self.config.pad_token_id}), "
-                f"do_sample=False, streamer and attention_mask; it cannot honour {unmet + unmet_calls}."
+                f"do_sample=False, streamer, stop_strings (with tokenizer), stopping_criteria and attention_mask; it "
+                f"cannot honour {unmet + unmet_calls}."
             )
         budget = settings.get("max_new_tokens", self.generation_config.max_new_tokens)
+        calls = {name: value for name, value in args.call.items() if name != "attention_mask"}
         output = self.speculative_generate(inputs, args.call.get("attention_mask"), max_new_tokens=budget,
-                                           eos_token_id=settings.get("eos_token_id"),
-                                           streamer=args.call.get("streamer"), **draft)
+                                           eos_token_id=settings.get("eos_token_id"), **calls, **draft)
         return output if settings.get("return_dict_in_generate") else output.sequences
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,

@@ -375,7 +375,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     def speculative_generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                              max_new_tokens: int = 256, draft_length: int = 4,
-                             eos_token_id: int | list[int] | None = None, predraft: bool = False, streamer=None):
+                             eos_token_id: int | list[int] | None = None, predraft: bool = False, streamer=None,
+                             stop_strings: str | list[str] | None = None, tokenizer=None, stopping_criteria=None):
         """The base causal LM's greedy answers, drafted and verified in one forward per round (gated drafters only;
         `hf_dlm.drafter_dlm` explains the round). Returns a `SpeculativeOutput`: `sequences` (prompts as given,
         answers right-padded with pad after their EOS), `verify_forwards` (forwards per row), `accepted` (drafts kept
@@ -390,6 +391,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 forward instead of k), so that a rejected draft does not leave the next round without drafts.
             streamer: a transformers streamer (`TextStreamer`, `TextIteratorStreamer`, ...; batch 1): the prompt,
                 then the tokens each round decides.
+            stop_strings / tokenizer, stopping_criteria: as in `diffusion_generate`: a row ends with the token that
+                completes a stop string (checked after every round) and leaves the batch.
         """
         if self.drafter is None:
             raise ValueError(
@@ -403,7 +406,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         try:
             return gated_speculative_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                               draft_length=draft_length, eos_token_id=eos_token_id,
-                                              predraft=predraft, streamer=streamer)
+                                              predraft=predraft, streamer=streamer, stop_strings=stop_strings,
+                                              tokenizer=tokenizer, stopping_criteria=stopping_criteria)
         finally:
             self.train(was_training)
 

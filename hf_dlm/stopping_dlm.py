@@ -72,15 +72,20 @@ class RowStops:
     def check(self, rows: torch.Tensor, canvas: torch.Tensor) -> torch.LongTensor:
         keep = torch.full((len(rows),), -1, dtype=torch.long)
         for i, (row, answer) in enumerate(zip(rows.tolist(), canvas.tolist())):
-            known = self.checked[row]
-            length = decided_length(answer, self.mask_id, self.eos_ids, self.pad_id, known)
-            if length == known:
-                continue
-            self.checked[row] = length
-            stop = self._first_stop(row, answer, known, length)
+            length = decided_length(answer, self.mask_id, self.eos_ids, self.pad_id, self.checked[row])
+            stop = self.stop_in(row, answer[:length])
             if stop is not None:
                 keep[i] = stop
         return keep.to(rows.device)
+
+    def stop_in(self, row: int, decided: list[int]) -> int | None:
+        """The answer length at which `row` stops, given its decided tokens so far (they only grow), or None. The
+        gated drafter's loop calls it directly: every token it appends is decided."""
+        known = self.checked[row]
+        if len(decided) <= known:
+            return None
+        self.checked[row] = len(decided)
+        return self._first_stop(row, decided, known, len(decided))
 
     def _first_stop(self, row: int, answer: list[int], known: int, length: int) -> int | None:
         """The shortest decided length in (known, length] that ends the row, or None."""

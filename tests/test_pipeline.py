@@ -229,8 +229,19 @@ def test_a_gated_drafter_takes_the_usual_greedy_arguments_and_refuses_the_rest()
     assert model.generate(ids, max_length=ids.shape[1] + 8, temperature=0.0).equal(expected)
     with pytest.raises(ValueError, match="sampling is not supported"):
         model.generate(ids, max_new_tokens=8, do_sample=True)
-    with pytest.raises(ValueError, match=r"cannot honour \['block_length', 'stop_strings'"):
-        model.generate(ids, max_new_tokens=8, block_length=4, stop_strings=["x"], tokenizer=tok)
+    with pytest.raises(ValueError, match=r"cannot honour \['block_length', 'generator'\]"):
+        model.generate(ids, max_new_tokens=8, block_length=4, generator=torch.Generator())
+
+
+def test_a_stop_string_ends_a_gated_drafters_row_early_too():
+    model, _, tok = gated()
+    ids = prompt_ids(tok, "the cat sat on")
+    full = model.speculative_generate(ids, max_new_tokens=16)
+    text = tok.decode(full.sequences[0, ids.shape[1]:], skip_special_tokens=True)
+    stop = text[4:6]
+    out = model.generate(ids, max_new_tokens=16, stop_strings=[stop], tokenizer=tok, return_dict_in_generate=True)
+    assert tok.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True) == text[: text.index(stop) + 2]
+    assert out.verify_forwards[0] < full.verify_forwards[0]
 
 
 def test_the_pipeline_answers_from_a_gated_drafter_checkpoint(tmp_path):
