@@ -300,7 +300,7 @@ class DiffusionGenerationMixin:
             return self._generate_by_drafting(inputs, generation_config, kwargs)
         base = generation_config if isinstance(generation_config, DiffusionGenerationConfig) else None
         plain = None if generation_config is None or base is not None else generation_config.to_diff_dict()
-        configured = (base or self.generation_config).to_dict_own()
+        configured = (base or self._diffusion_defaults()).to_dict_own()
         args = generate_arguments(kwargs, plain, tuple(configured), configured, inputs.shape[-1])
         if args.copies > 1:  # num_return_sequences: transformers repeats each prompt the same way
             inputs = inputs.repeat_interleave(args.copies, dim=0)
@@ -312,7 +312,7 @@ class DiffusionGenerationMixin:
         """`generate` on a gated drafter: the usual arguments that mean something for the base's greedy answer."""
         draft = {name: kwargs.pop(name) for name in ("draft_length", "predraft") if name in kwargs}
         plain = generation_config.to_diff_dict() if generation_config is not None else None
-        configured = self.generation_config.to_dict_own()
+        configured = self._diffusion_defaults().to_dict_own()
         args = generate_arguments(kwargs, plain, tuple(configured), configured, inputs.shape[-1])
         # do_sample=False clears top_k / top_p (None): nothing to honour there
         settings = {k: v for k, v in args.settings.items() if not (k in ("top_k", "top_p") and v is None)}
@@ -332,7 +332,7 @@ class DiffusionGenerationMixin:
                 f"do_sample=False, streamer, stop_strings (with tokenizer), stopping_criteria and attention_mask; it "
                 f"cannot honour {unmet + unmet_calls}."
             )
-        budget = settings.get("max_new_tokens", self.generation_config.max_new_tokens)
+        budget = settings.get("max_new_tokens", configured["max_new_tokens"])
         calls = {name: value for name, value in args.call.items() if name != "attention_mask"}
         output = self.speculative_generate(inputs, args.call.get("attention_mask"), max_new_tokens=budget,
                                            eos_token_id=settings.get("eos_token_id"), **calls, **draft)
@@ -356,8 +356,14 @@ class DiffusionGenerationMixin:
                 self.generation_config = DiffusionGenerationConfig.from_model_config(self.config)
         check_loaded_token_ids(self, pretrained_model_name_or_path)
 
+    def _diffusion_defaults(self) -> DiffusionGenerationConfig:
+        """The model's generation config, or the defaults with its special tokens if it is not a diffusion one."""
+        config = self.generation_config
+        return config if isinstance(config, DiffusionGenerationConfig) else \
+            DiffusionGenerationConfig.from_model_config(self.config)
+
     def _prepare_diffusion_config(self, generation_config, kwargs) -> DiffusionGenerationConfig:
-        base = generation_config if generation_config is not None else self.generation_config
+        base = generation_config if generation_config is not None else self._diffusion_defaults()
         if not isinstance(base, DiffusionGenerationConfig):
             base = DiffusionGenerationConfig.from_model_config(self.config)
         config = copy.deepcopy(base)
