@@ -4,8 +4,8 @@ The public names load on first use (PEP 562), so `import hf_dlm` and the `hf-dlm
 instead of the seconds torch and transformers take; `from hf_dlm import DiffusionLM` imports what it needs.
 
 Loading any public name (or calling `register_auto_classes()`) also registers `DiffusionLMConfig` / `DiffusionLM`
-with transformers' `AutoConfig`, `AutoModel` and `AutoModelForMaskedLM`, so saved checkpoints load without
-`trust_remote_code` while hf_dlm is in use. Checkpoints carry their own code either way (`auto_map`).
+with transformers' `AutoConfig`, `AutoModel`, `AutoModelForMaskedLM` and `AutoModelForCausalLM` (the class the
+"text-generation" pipeline loads with), so saved checkpoints load without `trust_remote_code` while hf_dlm is in use. Checkpoints carry their own code either way (`auto_map`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def register_auto_classes() -> None:
     global _registered
     if _registered:
         return
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     from .configuration_dlm import DiffusionLMConfig
     from .modeling_dlm import DiffusionLM
@@ -45,6 +45,7 @@ def register_auto_classes() -> None:
     AutoConfig.register(DiffusionLMConfig.model_type, DiffusionLMConfig, exist_ok=True)
     AutoModel.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
     AutoModelForMaskedLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
+    AutoModelForCausalLM.register(DiffusionLMConfig, DiffusionLM, exist_ok=True)
     # Saving needs none of this: the classes declare `_auto_class`, so save_pretrained always writes `auto_map`.
     _registered = True
 

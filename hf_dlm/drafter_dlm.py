@@ -38,6 +38,7 @@ from transformers.cache_utils import DynamicCache
 from .configuration_dlm import DRAFT_ATTENTION, DRAFTERS
 from .generation_dlm import crop_cache
 from .settings_dlm import check_prompt_tensors, token_id_list
+from .stopping_dlm import RowStops
 
 # The linear layers of decoder blocks, by family: Llama / Qwen2 / SmolLM / Mistral and GPT-2 (Conv1D). The LM head is
 # never adapted: it runs on the kept positions only (`logits_to_keep`), where the gate would not line up.
@@ -209,8 +210,8 @@ class _Batch:
     """
 
     def __init__(self, model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft,
-                 streamer=None):
-        self.model, self.streamer = model, streamer
+                 streamer=None, stops: RowStops | None = None):
+        self.model, self.streamer, self.stops = model, streamer, stops
         self.device = input_ids.device
         self.mask_id = model.config.mask_token_id
         self.pad_id, self.eos_ids = pad_id, set(eos_ids)
@@ -324,10 +325,13 @@ class _Batch:
                 answer.append(token)
                 if token in self.eos_ids:
                     break
+            stop = self.stops.stop_in(row, answer) if self.stops is not None else None
+            if stop is not None:  # a stop string or criterion: the answer ends with the token that completed it
+                del answer[stop:]
             if self.streamer is not None:  # batch 1 (checked): the round's decided tokens, as `generate` streams
                 self.streamer.put(torch.tensor(answer[before:]))
             self.lengths[i] += len(new)
-            done = len(answer) >= self.budget or answer[-1] in self.eos_ids
+            done = len(answer) >= self.budget or answer[-1] in self.eos_ids or stop is not None
             # The block that stood for this outcome drafted the tokens after this round's base token; without
             # pre-drafts only "every draft kept" has one, and any rejection leaves the next round without drafts.
             block = kept if self.predraft else 0
@@ -383,12 +387,14 @@ def check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens
 def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                                max_new_tokens: int = 256, draft_length: int = 4,
                                eos_token_id: int | list[int] | None = None,
-                               predraft: bool = False, streamer=None) -> SpeculativeOutput:
+                               predraft: bool = False, streamer=None, stop_strings=None, tokenizer=None,
+                               stopping_criteria=None) -> SpeculativeOutput:
     """Greedy answers of a gated drafter's base, one forward per round (module docstring). Rows of a batch share
     every forward and leave it when they end; each row may keep a different number of drafts per round.
     `predraft=True` drafts for every possible outcome of the round (TiDAR): (k + 1) * k masks instead of k.
     `streamer` (batch 1, transformers' `put` / `end` protocol): the prompt, then each round's decided tokens;
-    `end()` when decoding stops, also when it fails."""
+    `end()` when decoding stops, also when it fails. `stop_strings` (with `tokenizer`) / `stopping_criteria`: a row
+    ends at the token that completes a stop string, checked after every round (`stopping_dlm.RowStops`)."""
     check_speculative_arguments(model, input_ids, attention_mask, max_new_tokens, draft_length)
     eos_ids = list(model.config.eos_token_ids) if eos_token_id is None else token_id_list(eos_token_id)
     vocab = model.get_input_embeddings().num_embeddings
@@ -404,8 +410,12 @@ def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mas
         raise ValueError(f"The prompt contains the mask token (id {model.config.mask_token_id}): remove it from the text.")
     if streamer is not None and input_ids.shape[0] != 1:
         raise ValueError(f"streamer= streams one answer: pass a batch of 1 prompt (got {input_ids.shape[0]}).")
+    stops = None
+    if stop_strings or stopping_criteria:
+        stops = RowStops([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)],
+                         model.config.mask_token_id, eos_ids, pad_id, stop_strings, tokenizer, stopping_criteria)
     state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft,
-                   streamer)
+                   streamer, stops)
     if streamer is not None:
         streamer.put(input_ids[0][attention_mask[0].bool()].cpu())
     try:

@@ -61,6 +61,7 @@ from transformers import GenerationConfig
 from transformers.cache_utils import DynamicCache
 from transformers.utils import ModelOutput
 
+from .generate_kwargs_dlm import generate_arguments, temperature_for
 from .settings_dlm import (
     CACHE_MODES,
     LENGTH_STRATEGIES,
@@ -76,6 +77,7 @@ from .settings_dlm import (
     token_id_list,
     validate_generation_settings,
 )
+from .stopping_dlm import RowStops, decided_length
 
 
 class DiffusionGenerationConfig(GenerationConfig):
@@ -155,12 +157,21 @@ class DiffusionGenerationConfig(GenerationConfig):
             Return a [`DiffusionGenerateOutput`] instead of the sequences tensor.
         mask_token_id / pad_token_id / eos_token_id / bos_token_id:
             Special tokens; filled from the model config. `eos_token_id` may be a list: any of them ends a row.
+        do_sample (`bool`, derived):
+            transformers' name for "decoding samples": `temperature > 0`, read from it, never stored apart (so the two
+            cannot disagree). Written to `generation_config.json` and shown to transformers' pipelines, which
+            otherwise add their own sampling default (`do_sample=True, temperature=0.7`) to every call. Given to the
+            constructor or set, it picks the temperature as `generate(do_sample=...)` does: False is 0, True keeps a
+            temperature > 0 or takes 1.0.
     """
 
     def __init__(self, **kwargs):
         # Like transformers' DiffusionGemmaGenerationConfig we do not call GenerationConfig.__init__: most of its
         # autoregressive flags (beams, repetition penalty, ...) mean nothing here and would be silently ignored.
         # Fields and defaults: settings_dlm.SETTINGS, the one table the CLI builds its flags from too.
+        do_sample = kwargs.pop("do_sample", None)
+        if do_sample is not None:
+            kwargs["temperature"] = temperature_for(do_sample, kwargs.get("temperature"), 0.0)
         for setting in SETTINGS:
             setattr(self, setting.name, kwargs.pop(setting.name, setting.default))
         # Metadata written by transformers.
@@ -187,8 +198,17 @@ class DiffusionGenerationConfig(GenerationConfig):
 
     def to_diff_dict(self) -> dict:
         # GenerationConfig drops values equal to *its* defaults (temperature=1.0, ...), which are not ours: a
-        # reloaded config would silently change. Write every field.
-        return self.to_dict()
+        # reloaded config would silently change. Write every field, and `do_sample`: transformers' pipelines read
+        # this dict to see which settings the model sets, and add `do_sample=True` when it is missing.
+        return self.to_dict() | {"do_sample": self.do_sample}
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    @do_sample.setter
+    def do_sample(self, value: bool) -> None:
+        self.temperature = temperature_for(value, None, self.temperature)
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -260,32 +280,63 @@ class DiffusionGenerationMixin:
     """`diffusion_generate` (and `generate`, the same decoder) for `DiffusionLM`."""
 
     def generate(self, inputs: torch.LongTensor | None = None, generation_config=None, **kwargs):
-        """The usual name for [`diffusion_generate`] (pipelines and user code call `generate`). On a gated drafter
-        (`config.drafter`) it is `speculative_generate`, the base's greedy answers: `max_new_tokens`, `draft_length`
-        and `eos_token_id` apply; it returns the sequences (the output object with `return_dict_in_generate=True`)."""
+        """transformers' `generate` for this model (pipelines and code written for causal LMs call it): the arguments
+        of `GenerationMixin.generate` translated for [`diffusion_generate`] by `generate_kwargs_dlm.generate_arguments`
+        (`do_sample=False` is temperature 0, a plain `GenerationConfig` gives the fields it sets, `stop_strings` with
+        `tokenizer=` and `stopping_criteria` end rows early, ...); what the decoder cannot honour (beam search,
+        per-token scores, logits processors) is refused, saying what to do. Every `DiffusionGenerationConfig` field
+        is taken by name too.
+
+        On a gated drafter (`config.drafter`) it is `speculative_generate`, the base's greedy answers:
+        `max_new_tokens` (or `max_length`), `draft_length`, `eos_token_id`, `streamer`, `stop_strings` (with
+        `tokenizer`), `stopping_criteria` and `attention_mask` apply;
+        it returns the sequences (the output object with `return_dict_in_generate=True`)."""
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
+        if not isinstance(inputs, torch.Tensor):
+            raise ValueError("generate needs the prompts as input_ids, a 2D LongTensor (tokenizer(..., "
+                             "return_tensors='pt')); a diffusion LM does not generate from an empty prompt.")
         if getattr(self, "drafter", None) is not None:
             return self._generate_by_drafting(inputs, generation_config, kwargs)
-        return self.diffusion_generate(inputs, generation_config=generation_config, **kwargs)
+        base = generation_config if isinstance(generation_config, DiffusionGenerationConfig) else None
+        plain = None if generation_config is None or base is not None else generation_config.to_diff_dict()
+        configured = (base or self._diffusion_defaults()).to_dict_own()
+        args = generate_arguments(kwargs, plain, tuple(configured), configured, inputs.shape[-1])
+        if args.copies > 1:  # num_return_sequences: transformers repeats each prompt the same way
+            inputs = inputs.repeat_interleave(args.copies, dim=0)
+            if args.call.get("attention_mask") is not None:
+                args.call["attention_mask"] = args.call["attention_mask"].repeat_interleave(args.copies, dim=0)
+        return self.diffusion_generate(inputs, generation_config=base, **args.call, **args.settings)
 
     def _generate_by_drafting(self, inputs, generation_config, kwargs):
-        config = generation_config if generation_config is not None else self.generation_config
-        return_dict = kwargs.pop("return_dict_in_generate", False)
-        options = {"max_new_tokens": kwargs.pop("max_new_tokens", getattr(config, "max_new_tokens", None) or 256)}
-        for name in ("draft_length", "eos_token_id"):
-            if name in kwargs:
-                options[name] = kwargs.pop(name)
-        attention_mask = kwargs.pop("attention_mask", None)
-        if kwargs.pop("do_sample", False) or kwargs.get("temperature", 0) not in (0, 0.0, None, 1.0):
-            raise ValueError("A gated drafter decodes its base's greedy answer: sampling is not supported yet "
-                             "(do_sample=False).")
-        kwargs.pop("temperature", None)
-        if kwargs:
-            raise ValueError(f"generate on a gated drafter takes max_new_tokens, draft_length, eos_token_id and "
-                             f"attention_mask; got {sorted(kwargs)}.")
-        output = self.speculative_generate(inputs, attention_mask, **options)
-        return output if return_dict else output.sequences
+        """`generate` on a gated drafter: the usual arguments that mean something for the base's greedy answer."""
+        draft = {name: kwargs.pop(name) for name in ("draft_length", "predraft") if name in kwargs}
+        plain = generation_config.to_diff_dict() if generation_config is not None else None
+        configured = self._diffusion_defaults().to_dict_own()
+        args = generate_arguments(kwargs, plain, tuple(configured), configured, inputs.shape[-1])
+        # do_sample=False clears top_k / top_p (None): nothing to honour there
+        settings = {k: v for k, v in args.settings.items() if not (k in ("top_k", "top_p") and v is None)}
+        if settings.get("temperature") or args.copies > 1:
+            raise ValueError("A gated drafter decodes its base's greedy answer: sampling is not supported "
+                             "(do_sample=False, temperature 0, num_return_sequences=1).")
+        if settings.get("pad_token_id", self.config.pad_token_id) == self.config.pad_token_id:
+            settings.pop("pad_token_id", None)  # the model's own pad: what speculative_generate fills with anyway
+        taken = {"temperature", "max_new_tokens", "eos_token_id", "return_dict_in_generate", "bos_token_id"}
+        unmet = sorted(set(settings) - taken)
+        passed = {"attention_mask", "streamer", "stop_strings", "tokenizer", "stopping_criteria"}
+        unmet_calls = sorted(set(args.call) - passed)
+        if unmet or unmet_calls:
+            raise ValueError(
+                f"generate on a gated drafter gives its base's greedy answer and takes max_new_tokens (or max_length), "
+                f"draft_length, predraft, eos_token_id, pad_token_id (the model's, {self.config.pad_token_id}), "
+                f"do_sample=False, streamer, stop_strings (with tokenizer), stopping_criteria and attention_mask; it "
+                f"cannot honour {unmet + unmet_calls}."
+            )
+        budget = settings.get("max_new_tokens", configured["max_new_tokens"])
+        calls = {name: value for name, value in args.call.items() if name != "attention_mask"}
+        output = self.speculative_generate(inputs, args.call.get("attention_mask"), max_new_tokens=budget,
+                                           eos_token_id=settings.get("eos_token_id"), **calls, **draft)
+        return output if settings.get("return_dict_in_generate") else output.sequences
 
     def adjust_generation_fn(self, generation_config, from_auto_class, from_pipeline, pretrained_model_name_or_path,
                              cache_dir=None, force_download=False, proxies=None, local_files_only=False, token=None,
@@ -305,8 +356,14 @@ class DiffusionGenerationMixin:
                 self.generation_config = DiffusionGenerationConfig.from_model_config(self.config)
         check_loaded_token_ids(self, pretrained_model_name_or_path)
 
+    def _diffusion_defaults(self) -> DiffusionGenerationConfig:
+        """The model's generation config, or the defaults with its special tokens if it is not a diffusion one."""
+        config = self.generation_config
+        return config if isinstance(config, DiffusionGenerationConfig) else \
+            DiffusionGenerationConfig.from_model_config(self.config)
+
     def _prepare_diffusion_config(self, generation_config, kwargs) -> DiffusionGenerationConfig:
-        base = generation_config if generation_config is not None else self.generation_config
+        base = generation_config if generation_config is not None else self._diffusion_defaults()
         if not isinstance(base, DiffusionGenerationConfig):
             base = DiffusionGenerationConfig.from_model_config(self.config)
         config = copy.deepcopy(base)
@@ -339,6 +396,9 @@ class DiffusionGenerationMixin:
         generator: torch.Generator | None = None,
         callback: Callable[[DiffusionStep], None] | None = None,
         streamer=None,
+        stop_strings: str | list[str] | None = None,
+        tokenizer=None,
+        stopping_criteria=None,
         **kwargs,
     ) -> DiffusionGenerateOutput | torch.LongTensor:
         """Decode answers to left-padded prompts by masked diffusion, each row stopping at its own EOS.
@@ -356,6 +416,13 @@ class DiffusionGenerationMixin:
                 reading a `TextIteratorStreamer` never waits forever). A streamer with `put_draft` (transformers'
                 `TextDiffusionStreamer`) also gets, after every step, the undecided rest of the canvas, masks
                 included. See [`StreamRelay`].
+            stop_strings / tokenizer: a row ends once its decided prefix (every position before committed) contains
+                one of these strings, as decoded by `tokenizer`; its answer keeps the token that completes the stop
+                string and ends there, as in transformers' `generate`. The row leaves the batch at that step, so
+                the forwards after it are saved. See `stopping_dlm.py`.
+            stopping_criteria: transformers `StoppingCriteria` (or callables `(input_ids, scores) -> bool`), asked
+                after every newly decided token with `[1, prompt + decided prefix]` and `scores=None`; True ends
+                the row there.
             kwargs: any field of [`DiffusionGenerationConfig`], overriding it for this call.
 
         Returns:
@@ -371,6 +438,11 @@ class DiffusionGenerationMixin:
         input_ids, attention_mask = self._check_prompts(input_ids, attention_mask, config)
         if generator is None and config.seed is not None:
             generator = torch.Generator(device=input_ids.device).manual_seed(config.seed)
+        stops = None
+        if stop_strings or stopping_criteria:
+            stops = RowStops([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)],
+                             config.mask_token_id, config.eos_token_ids, config.pad_token_id, stop_strings, tokenizer,
+                             stopping_criteria)
         relay = None
         if streamer is not None:
             if input_ids.shape[0] != 1:
@@ -382,7 +454,7 @@ class DiffusionGenerationMixin:
                                 config.eos_token_ids, config.pad_token_id, callback)
             callback = relay
         try:
-            output = _Decoder(self, config, input_ids, attention_mask, generator, callback).run()
+            output = _Decoder(self, config, input_ids, attention_mask, generator, callback, stops or None).run()
         except BaseException:
             if relay is not None:
                 relay.streamer.end()  # decoding failed or was stopped: a reader of the streamer stops waiting
@@ -634,18 +706,10 @@ class StreamRelay:
         streamer.put(prompt.cpu())  # transformers streamers skip it with skip_prompt=True
 
     def decided(self, answer: list[int]) -> list[int]:
-        """The final prefix of `answer`: up to the first mask, cut after the first EOS. It only grows, so the scan
-        starts where the tokens already put end."""
-        out = answer[: self.sent]
-        if out and out[-1] in self.eos_ids:
-            return out
-        for token in answer[self.sent :]:
-            if token == self.mask_id:
-                break
-            out.append(token)
-            if token in self.eos_ids:
-                break
-        return out
+        """The final prefix of `answer`: up to the first mask, cut after the first EOS, never into the padding past
+        a canvas (a row ended by a stop string). It only grows, so the scan starts where the tokens already put
+        end."""
+        return answer[: decided_length(answer, self.mask_id, self.eos_ids, self.pad_id, self.sent)]
 
     def __call__(self, step: DiffusionStep) -> None:
         if self.callback is not None:
@@ -678,8 +742,10 @@ class _Decoder:
     rows). The length strategy decides `canvas_len` and when a row is done; this class does everything else.
     """
 
-    def __init__(self, model, config: DiffusionGenerationConfig, input_ids, attention_mask, generator, callback):
+    def __init__(self, model, config: DiffusionGenerationConfig, input_ids, attention_mask, generator, callback,
+                 stops: RowStops | None = None):
         self.model, self.config, self.generator, self.callback = model, config, generator, callback
+        self.stops = stops
         batch, self.prompt_length = input_ids.shape
         self.budget = config.max_new_tokens
         self.block_length = config.block_length
@@ -933,6 +999,14 @@ class _Decoder:
         batch and the cache."""
         rows = self.active
         done = self.length_strategy.after_commit(rows)
+        if self.stops is not None:
+            # A stop string or criterion in a row's decided prefix ends the row: its canvas ends after the stopping
+            # token (the rest becomes padding), and it leaves the batch like a row that reached EOS.
+            keep = self.stops.check(rows, self.canvas(rows))
+            stopped = keep >= 0
+            if stopped.any():
+                self.resize_canvas(rows[stopped], keep[stopped])
+                done = done | stopped
         self.finished[rows[done]] = True
         if done.any():
             keep = ~done

@@ -62,6 +62,20 @@ def explain_load_error(name: str, error: Exception) -> ModelNotFoundError:
     )
 
 
+def load_autoregressive_lm(name_or_path: str, role: str, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)` for a role only an autoregressive model can play
+    (a verifier, a teacher, an AR baseline). With hf_dlm in use, AutoModelForCausalLM also loads DiffusionLM
+    checkpoints (transformers' text-generation pipeline loads with that class), so one is refused here by name,
+    before it could silently decode by diffusion where left-to-right answers are expected."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if getattr(model.config, "model_type", None) == "diffusion_lm":
+        raise ValueError(f"{name_or_path} does not load as a causal LM: it is a DiffusionLM checkpoint. {role} needs "
+                         f"the autoregressive model (e.g. the one the diffusion model was adapted from).")
+    return model
+
+
 def load_checkpoint(name_or_path: str, **kwargs):
     """`DiffusionLM.from_pretrained`, with the errors of a damaged checkpoint said in one sentence: a truncated
     weights file (safetensors' "invalid header length") and weights whose shapes do not fit config.json (transformers'

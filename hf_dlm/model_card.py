@@ -9,7 +9,11 @@ writes a card for this reason; this module writes one for hf_dlm models, from wh
   a local directory or the Hub cache; else left out rather than guessed), `datasets` (Hub ids, when known);
 - a body: what the model is (backbone, attention, mask token), its decoding defaults (`generation_config`), how to
   load and decode it with `AutoModel` + `trust_remote_code=True`, how it was trained (`DiffusionTrainer`) and
-  measured numbers, when the user passes them.
+  measured numbers, when the user passes them;
+- `model-index` (the Hub's evaluation results, shown on the model page and in leaderboards) for the measured numbers
+  that say on what they were measured: a `huggingface_hub.EvalResult`, or a dict of its fields, as the value.
+  A plain number only goes into the body's table: the Hub's schema needs a task, a dataset and a metric type, which
+  a bare "tokens per forward: 0.96" does not give, and they are not guessed.
 
 Who calls it: `DiffusionLM.save_pretrained` (and so `push_to_hub`) and `DiffusionTrainer.create_model_card`. The
 remote-code files (`*_dlm.py`) must not import hf_dlm, so `modeling_dlm` looks this module up at run time and
@@ -23,7 +27,9 @@ touched. What `DiffusionTrainer` and `save_pretrained(model_card_metrics=...)` t
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +148,18 @@ def build_card(model, repo_id: str | None = None, *, metrics: dict | None = None
     inner = _unwrap(model)
     info = card_info(inner)
     metrics = metrics if metrics is not None else info.get("metrics")
+    metrics = {name: _eval_result(name, value) for name, value in (metrics or {}).items()} or None
     training = training if training is not None else info.get("training")
     datasets = [d for d in (datasets if datasets is not None else info.get("datasets") or []) if hub_id(d)]
     base = base_name(inner)
     base_id = hub_id(base)
     license = license or info.get("license") or base_license(base)
     tags = list(dict.fromkeys(TAGS + list(extra_tags or [])))
+    results = [value for value in (metrics or {}).values() if not _is_number(value)]
+    model_name = repo_id.rstrip("/").rsplit("/", 1)[-1] if repo_id else "diffusion-lm"
     data = ModelCardData(base_model=base_id, library_name="transformers", pipeline_tag="text-generation",
-                         tags=tags, license=license, datasets=datasets or None)
+                         tags=tags, license=license, datasets=datasets or None,
+                         model_name=model_name if results else None, eval_results=results or None)
     body = "\n\n".join(part for part in (_about(inner, repo_id, base, base_id), _decoding(inner),
                                          _usage(inner, repo_id), _training(training, datasets),
                                          _measured(metrics), _limits()) if part)
@@ -198,6 +208,7 @@ def _usage(model, repo_id) -> str:
                   'inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)')
     else:
         prompt = 'inputs = tokenizer(["The capital of France is"], return_tensors="pt")'
+    pipe_input = '[{"role": "user", "content": "Name three rivers."}]' if chat else '"The capital of France is"'
     return (f"## Usage\n\nWith torch and transformers only (the model's code, `*_dlm.py`, comes with it):\n\n"
             f"```python\nfrom transformers import AutoModel, AutoTokenizer\n\n"
             f'model = AutoModel.from_pretrained("{repo}", trust_remote_code=True)\n'
@@ -206,6 +217,10 @@ def _usage(model, repo_id) -> str:
             f"out = model.diffusion_generate(inputs.input_ids, inputs.attention_mask, return_dict_in_generate=True)\n"
             f'print(tokenizer.decode(out.sequences[0, inputs.input_ids.shape[1]:], skip_special_tokens=True), '
             f'out.nfe, "forwards")\n```\n\n'
+            f"Or through transformers' pipeline (strings, batches or chat messages):\n\n"
+            f"```python\nfrom transformers import pipeline\n\n"
+            f'pipe = pipeline("text-generation", model="{repo}", trust_remote_code=True)\n'
+            f"print(pipe({pipe_input}, max_new_tokens=128))\n```\n\n"
             f"Any decoding default above can be passed as a keyword (`max_new_tokens=128, threshold=0.8`). With "
             f"`pip install hf-dlm`: `hf-dlm generate --model {repo} \"prompt\"`, or `hf-dlm serve --model {repo}` "
             f"for a web page that shows the canvas filling in and an OpenAI-compatible API on the same port.")
@@ -229,7 +244,37 @@ def _measured(metrics: dict | None) -> str:
 
 
 def _format(value: Any) -> str:
+    if not _is_number(value):  # an EvalResult: its value, and on what it was measured
+        split = f", {value.dataset_split}" if value.dataset_split else ""
+        return f"{_format(value.metric_value)} ({value.dataset_name}{split})"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _eval_result(name: str, value: Any):
+    """A measured number as given: a number stays one (the body's table only); an `EvalResult`, or a mapping of its
+    fields, becomes an `EvalResult` for `model-index`, named `name` unless it names its metric itself."""
+    from huggingface_hub import EvalResult
+
+    if _is_number(value):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            value = EvalResult(**value)
+        except TypeError as error:
+            raise ValueError(
+                f"model_card_metrics[{name!r}] = {dict(value)!r} is not an evaluation result ({error}). Give a "
+                f"number, or the fields of huggingface_hub.EvalResult: task_type (e.g. 'text-generation'), "
+                f"dataset_type (the dataset's Hub id, e.g. 'gsm8k'), dataset_name, metric_type (e.g. 'exact_match'), "
+                f"metric_value, and optionally dataset_split, dataset_config, ..."
+            ) from None
+    if not isinstance(value, EvalResult):
+        raise ValueError(f"model_card_metrics[{name!r}] must be a number or a huggingface_hub.EvalResult (or a dict "
+                         f"of its fields), got {type(value).__name__}.")
+    return value if value.metric_name is not None else dataclasses.replace(value, metric_name=name)
 
 
 def _limits() -> str:
@@ -256,8 +301,8 @@ def write_model_card(directory, model, repo_id: str | None = None, *, metrics: d
     readme = Path(directory) / "README.md"
     if not replaceable(readme):
         return None
-    if metrics:
-        remember(model, metrics=dict(metrics))
+    if metrics:  # checked before it is kept: a bad entry must not stay on the model and fail every later save
+        remember(model, metrics={name: _eval_result(name, value) for name, value in metrics.items()})
     extra_tags = list(kwargs.pop("extra_tags", None) or [])
     if readme.exists():
         from huggingface_hub import ModelCard

@@ -35,7 +35,8 @@ from .drafter_dlm import GatedLoRA, gated_attention_mask, gated_speculative_gene
 from .generation_dlm import DiffusionGenerationConfig, DiffusionGenerationMixin
 
 # Auto classes a saved checkpoint loads with through `trust_remote_code=True` (written to config.json's auto_map).
-REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM")
+# AutoModelForCausalLM because transformers' "text-generation" pipeline loads its model with that class only.
+REMOTE_AUTO_CLASSES = ("AutoModel", "AutoModelForMaskedLM", "AutoModelForCausalLM")
 # transformers 5.24 renamed `past_key_values` to `cache` in forward signatures and model outputs (the old name
 # still works there, with a deprecation warning). The backbone is called and read with the name its release uses.
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -227,10 +228,13 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, generation config, the *_dlm.py
         remote-code files), plus the tokenizer: `tokenizer=` or the one `from_causal_lm` attached, plus a model card
         (README.md with Hub metadata) where hf_dlm is installed and no README of the user's is there.
-        `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves."""
+        `model_card_metrics`: measured numbers (name -> value) to show on the card, kept for later saves; a value
+        that is a `huggingface_hub.EvalResult` (or a dict of its fields: task, dataset, metric) also goes into the
+        card's `model-index`."""
         if self._auto_class is not None:  # always for DiffusionLM; None only if a subclass opts out
             # transformers writes one model entry in `auto_map` (the class's single `_auto_class`); list every Auto
-            # class the checkpoint should load with, so that AutoModel and AutoModelForMaskedLM both work remotely.
+            # class the checkpoint should load with, so that AutoModel, AutoModelForMaskedLM and AutoModelForCausalLM
+            # (the text-generation pipeline) all work remotely.
             name = f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             self.config.auto_map = auto_map | {auto: name for auto in REMOTE_AUTO_CLASSES}
@@ -405,7 +409,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
 
     def speculative_generate(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, *,
                              max_new_tokens: int = 256, draft_length: int = 4,
-                             eos_token_id: int | list[int] | None = None, predraft: bool = False, streamer=None):
+                             eos_token_id: int | list[int] | None = None, predraft: bool = False, streamer=None,
+                             stop_strings: str | list[str] | None = None, tokenizer=None, stopping_criteria=None):
         """The base causal LM's greedy answers, drafted and verified in one forward per round (gated drafters only;
         `hf_dlm.drafter_dlm` explains the round). Returns a `SpeculativeOutput`: `sequences` (prompts as given,
         answers right-padded with pad after their EOS), `verify_forwards` (forwards per row), `accepted` (drafts kept
@@ -420,6 +425,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 forward instead of k), so that a rejected draft does not leave the next round without drafts.
             streamer: a transformers streamer (`TextStreamer`, `TextIteratorStreamer`, ...; batch 1): the prompt,
                 then the tokens each round decides.
+            stop_strings / tokenizer, stopping_criteria: as in `diffusion_generate`: a row ends with the token that
+                completes a stop string (checked after every round) and leaves the batch.
         """
         if self.drafter is None:
             raise ValueError(
@@ -433,7 +440,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         try:
             return gated_speculative_generate(self, input_ids, attention_mask, max_new_tokens=max_new_tokens,
                                               draft_length=draft_length, eos_token_id=eos_token_id,
-                                              predraft=predraft, streamer=streamer)
+                                              predraft=predraft, streamer=streamer, stop_strings=stop_strings,
+                                              tokenizer=tokenizer, stopping_criteria=stopping_criteria)
         finally:
             self.train(was_training)
 

@@ -293,10 +293,12 @@ def test_generate_until_task_scores_the_batched_diffusion_answers(checkpoint, tm
 def test_gen_kwargs_reach_the_decoder_and_until_cuts_the_answer(dlm, tmp_path):
     model, tokenizer = dlm
     sampled = dict(temperature=1.0, seed=7, length_strategy="grow", block_length=4)
-    raw = []
+    raw, raw_forwards = [], []
     for prompt in PROMPTS:
-        out = model.diffusion_generate(torch.tensor([ids(tokenizer, prompt)]), max_new_tokens=8, **sampled)
-        raw.append(tokenizer.decode(out[0, len(ids(tokenizer, prompt)) :], skip_special_tokens=True))
+        out = model.diffusion_generate(torch.tensor([ids(tokenizer, prompt)]), max_new_tokens=8,
+                                       return_dict_in_generate=True, **sampled)
+        raw.append(tokenizer.decode(out.sequences[0, len(ids(tokenizer, prompt)) :], skip_special_tokens=True))
+        raw_forwards.append(out.nfe)
     stop = raw[0][3]  # a character inside the first answer: the answer must be cut there
     tasks = generation_task(tmp_path, until=(stop,), max_gen_toks=8)
     lm = DiffusionLMEval(pretrained=model, tokenizer=tokenizer, batch_size=1, length_strategy="grow", block_length=4)
@@ -304,9 +306,12 @@ def test_gen_kwargs_reach_the_decoder_and_until_cuts_the_answer(dlm, tmp_path):
     answers = {s["doc_id"]: s["filtered_resps"][0] for s in results["samples"]["tiny_gen"]}
     assert [answers[i] for i in range(4)] == [cut_at_stop_strings(a, [stop]) for a in raw]
     assert len(answers[0]) <= 3 < len(raw[0])
-    # The decoder's own record of each answer (before the cut): its tokens and forwards.
-    assert sorted(r["length"] for r in lm.generation_records) == sorted(len(ids(tokenizer, a)) for a in raw)
+    # The decoder's own record of each answer (before the text cut): `until` ended the rows early, each through
+    # the token that completes the stop (one character here), saving forwards.
+    stopped = [a.index(stop) + 1 if stop in a else len(ids(tokenizer, a)) for a in raw]
+    assert sorted(r["length"] for r in lm.generation_records) == sorted(stopped)
     assert all(1 <= r["forwards"] and r["length"] <= 8 for r in lm.generation_records)
+    assert sum(r["forwards"] for r in lm.generation_records) < sum(raw_forwards)
 
 
 def test_multiple_choice_task_scores_with_the_exact_elbo(dlm, tmp_path):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from huggingface_hub import ModelCard
+from huggingface_hub import EvalResult, ModelCard, metadata_eval_result
 from huggingface_hub.errors import EntryNotFoundError
 from peft import LoraConfig
 from transformers.utils import hub
@@ -44,6 +44,7 @@ def test_save_pretrained_writes_a_card_with_hub_metadata(model, tmp_path):
     assert "`bidirectional`" in text and "`<|mask|>` (id" in text
     assert f"| `length_strategy` | `{model.generation_config.length_strategy}` |" in text
     assert "AutoModel.from_pretrained(" in text and "trust_remote_code=True" in text and "diffusion_generate" in text
+    assert 'pipeline("text-generation", model=' in text
     # the metadata block is plain YAML the Hub reads (ModelCard.validate asks the Hub itself; offline, this is it)
     front = yaml.safe_load(str(card).split("---")[1])
     assert front == data
@@ -55,6 +56,33 @@ def test_measured_numbers_show_and_stay_for_later_saves(model, tmp_path):
     for name in ("a", "b"):
         text = load(tmp_path / name).text
         assert "## Measured" in text and "| exact match % | 65.6 |" in text and "| tokens per forward | 0.96 |" in text
+
+
+def test_measured_results_with_a_task_and_dataset_go_into_model_index(model, tmp_path):
+    """The Hub's `model-index`: what huggingface_hub's own `metadata_eval_result` builds for the same numbers, read
+    back by `ModelCard`; a bare number stays in the body's table only (no task or dataset to file it under)."""
+    gsm8k = EvalResult(task_type="text-generation", dataset_type="gsm8k", dataset_name="GSM8K", metric_type="exact_match",
+                       metric_value=65.6, dataset_split="test")
+    arc = {"task_type": "text-generation", "dataset_type": "allenai/ai2_arc", "dataset_name": "ARC-Easy",
+           "dataset_config": "ARC-Easy", "metric_type": "acc", "metric_value": 0.71, "metric_name": "accuracy"}
+    model.save_pretrained(tmp_path / "my-dlm", model_card_metrics={"exact match %": gsm8k, "arc": arc,
+                                                                   "tokens per forward": 0.96})
+    card = load(tmp_path / "my-dlm")
+    expected = metadata_eval_result(model_pretty_name="my-dlm", task_pretty_name=None, task_id="text-generation",
+                                    metrics_pretty_name="exact match %", metrics_id="exact_match", metrics_value=65.6,
+                                    dataset_pretty_name="GSM8K", dataset_id="gsm8k", dataset_split="test")
+    index = yaml.safe_load(str(card).split("---")[1])["model-index"]
+    gsm8k_entry = index[0]["results"][0]
+    expected_entry = expected["model-index"][0]["results"][0]
+    expected_entry["metrics"][0].pop("verified")  # metadata_eval_result adds verified: false; unset here
+    assert index[0]["name"] == "my-dlm" and gsm8k_entry == expected_entry
+    results = card.data.eval_results
+    assert [(r.dataset_type, r.metric_type, r.metric_value, r.metric_name) for r in results] == [
+        ("gsm8k", "exact_match", 65.6, "exact match %"), ("allenai/ai2_arc", "acc", 0.71, "accuracy")]
+    assert "| exact match % | 65.6 (GSM8K, test) |" in card.text and "| tokens per forward | 0.96 |" in card.text
+    assert gsm8k.metric_name is None  # the caller's object is left as it was
+    with pytest.raises(ValueError, match="task_type"):
+        model.save_pretrained(tmp_path / "bad", model_card_metrics={"x": {"value": 1}})
 
 
 def test_a_users_readme_is_never_overwritten(model, tmp_path):

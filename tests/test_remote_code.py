@@ -20,7 +20,8 @@ from hf_dlm import DiffusionGenerationConfig, DiffusionLM
 from tests.conftest import BACKBONES, make_dlm
 from tests.isolated import run_without_hf_dlm
 
-REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "settings_dlm.py"}
+REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "settings_dlm.py", "generate_kwargs_dlm.py",
+               "stopping_dlm.py"}
 SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja", ".md"}  # weights, configs, code, tokenizer, card
 PROMPT = torch.tensor([[1, 5, 9, 2, 7, 3], [0, 0, 0, 4, 8, 6]])
 PROMPT_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
@@ -64,6 +65,7 @@ def test_checkpoint_holds_weights_config_code_tokenizer_and_no_pickle(checkpoint
             "AutoConfig": "configuration_dlm.DiffusionLMConfig",
             "AutoModel": "modeling_dlm.DiffusionLM",
             "AutoModelForMaskedLM": "modeling_dlm.DiffusionLM",
+            "AutoModelForCausalLM": "modeling_dlm.DiffusionLM",  # the text-generation pipeline's class
         }
         assert config["model_type"] == "diffusion_lm" and config["backbone_config"]["is_causal"] is False
 
@@ -98,6 +100,7 @@ def test_checkpoint_carries_auto_map_and_code_without_any_auto_class_registratio
         "AutoConfig": "configuration_dlm.DiffusionLMConfig",
         "AutoModel": "modeling_dlm.DiffusionLM",
         "AutoModelForMaskedLM": "modeling_dlm.DiffusionLM",
+        "AutoModelForCausalLM": "modeling_dlm.DiffusionLM",
     }
 
 

@@ -378,13 +378,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from ..loading import load_autoregressive_lm
 
     dlm = load_model(parser, args.model).eval()
     tokenizer = dlm.tokenizer
     ar_model = None
     if args.ar_model:
-        ar_model = AutoModelForCausalLM.from_pretrained(args.ar_model).eval()
+        try:
+            ar_model = load_autoregressive_lm(args.ar_model, "--ar-model").eval()
+        except ValueError as error:
+            parser.error(str(error))
     elif args.ar_backbone:
         ar_model = causal_twin(dlm)
     caches = {"on": (True,), "off": (False,), "both": (True, False)}[args.cache]

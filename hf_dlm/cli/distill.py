@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_prompts(parser, [], args.prompts, flag="--prompts")
 
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from ..configuration_dlm import DiffusionLMConfig
     from ..distill import build_distillation_dataset
-    from ..loading import ModelNotFoundError, load_diffusion_lm
+    from ..loading import ModelNotFoundError, load_autoregressive_lm, load_diffusion_lm
     from ..trainer import DiffusionTrainer
     from ..training_args import DiffusionTrainingArguments
     from .options import progress
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--teacher base with a DiffusionLM checkpoint needs --teacher_model DIR")
             source = args.teacher_model or args.model
             with progress(f"Loading the AR teacher {source}"):
-                teacher_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+                teacher_model = load_autoregressive_lm(source, "--teacher base", dtype=dtype)
     except (ModelNotFoundError, OSError, ValueError) as error:
         parser.error(str(error))
 

@@ -146,13 +146,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_causal_lm(parser: argparse.ArgumentParser, name_or_path: str, model):
     """The verifier of `--verifier CAUSAL_LM`, in the diffusion model's dtype and device."""
-    from transformers import AutoModelForCausalLM
-
-    from ..loading import explain_load_error
+    from ..loading import explain_load_error, load_autoregressive_lm
 
     with progress(f"Loading the verifier {name_or_path}"):
         try:
-            return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=model.dtype).to(model.device).eval()
+            return load_autoregressive_lm(name_or_path, "--verifier", dtype=model.dtype).to(model.device).eval()
         except (OSError, ValueError) as error:
             if Path(name_or_path).expanduser().is_dir():
                 first = str(error).splitlines()[0] if str(error) else type(error).__name__

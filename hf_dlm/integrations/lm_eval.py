@@ -12,7 +12,8 @@ this was written): with them plain `lm_eval --model hf_dlm ...` works.
 Requests (LLaDA's harness model, github.com/ML-GSAI/LLaDA eval_llada.py, is the reference for the estimators):
 
 - `generate_until`: prompts left-padded into batches and decoded by `model.diffusion_generate`; each row stops at
-  its own EOS, its text is cut at the first `until` string. `max_gen_toks` is the decoding budget
+  its own EOS or as soon as its decided prefix holds an `until` string (`stop_strings`: the row leaves the batch
+  then, saving the forwards after it), and its text is cut at the first `until` string. `max_gen_toks` is the decoding budget
   (`max_new_tokens`). Decoding settings: the checkpoint's generation_config.json, overridden by any
   `DiffusionGenerationConfig` field in `--model_args`, overridden by the task's and `--gen_kwargs`' settings.
 - `loglikelihood`: the ELBO of the continuation, a lower bound on its log-likelihood (a masked diffusion LM has no
@@ -272,8 +273,11 @@ class DiffusionLMEval(TemplateLM):
                 input_ids, attention_mask = self._left_padded(
                     [self._prompt_ids(c, settings["max_new_tokens"]) for c in contexts]
                 )
+                # `until` ends rows early inside the decoder (the answer then ends with the stopping token); the
+                # text is still cut at the stop string below, as lm-eval expects.
                 out = self.model.diffusion_generate(input_ids, attention_mask, generation_config=self.generation_config,
-                                                    return_dict_in_generate=True, **settings)
+                                                    return_dict_in_generate=True, stop_strings=until,
+                                                    tokenizer=self.tokenizer, **settings)
                 generated = out.sequences[:, input_ids.shape[1] :].tolist()
                 for i, (context, gen_kwargs, row) in enumerate(zip(contexts, all_gen_kwargs, generated)):
                     tokens, ended = split_answer(row, self.eos_ids, self.pad_id)

@@ -52,6 +52,9 @@ class GenerativePerplexity(evaluate.Metric):
         if isinstance(model, str):
             tokenizer = tokenizer if tokenizer is not None else model
             model = AutoModelForCausalLM.from_pretrained(model).eval()
+            if getattr(model.config, "model_type", None) == "diffusion_lm":  # AutoModelForCausalLM loads those too
+                raise ValueError("generative_perplexity scores with an autoregressive causal LM; the model given is a "
+                                 "DiffusionLM checkpoint. Pass a causal LM (e.g. GPT-2, or the diffusion model's base).")
         if tokenizer is None:
             raise ValueError("Pass tokenizer= with a loaded model (the scorer's own tokenizer).")
         if isinstance(tokenizer, str):
