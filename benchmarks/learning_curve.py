@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--points", default="0.5,1,2,4", help="multiples of the AR base's training rows")
     parser.add_argument("--arg", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="DiffusionTrainingArguments fields changed from the defaults")
+    parser.add_argument("--attention", default="bidirectional", choices=("bidirectional", "causal_prefix"),
+                        help="DiffusionLM.from_causal_lm's attention (causal_prefix: block diffusion, causal context)")
     parser.add_argument("--lr", type=float, help="default: the preset's diffusion_lr")
     parser.add_argument("--anneal-steps", type=int, default=100,
                         help="attention annealing steps (make bench's: a tenth of its 1000 steps)")
@@ -44,6 +46,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="continue from the last point's checkpoint in --work")
+    parser.add_argument("--cooldown-from", type=Path, metavar="CHECKPOINT",
+                        help="instead of the curve: load a point's checkpoint (<work>/run/checkpoint-N), train "
+                        "--cooldown-steps more with the learning rate decaying linearly to 0 (WSD's cooldown: what "
+                        "stopping at that point would give), decode, and add the result to --out's 'cooldowns'")
+    parser.add_argument("--cooldown-steps", type=int, default=150)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -80,11 +87,14 @@ def main(argv=None) -> int:
 
     payload = {"preset": args.preset, "ar": str(ar_dir), "ar_training_seconds": ar_log["seconds"],
                "ar_rows": ar_rows, "rows_per_step": rows, "changed_from_defaults": changed, "seed": preset.seed,
-               "schedule": "constant_with_warmup", "anneal_steps": args.anneal_steps, "threads": args.threads,
+               "schedule": "constant_with_warmup", "anneal_steps": args.anneal_steps, "attention": args.attention, "threads": args.threads,
                "decoding": {"budget": budget, "block_length": preset.block_length, "threshold": args.threshold,
                             "use_cache": True, "n": len(records)}, "points": []}
-    if args.resume and args.out.exists():
-        payload["points"] = json.loads(args.out.read_text())["points"]
+    if (args.resume or args.cooldown_from) and args.out.exists():
+        previous = json.loads(args.out.read_text())
+        payload["points"], payload["cooldowns"] = previous["points"], previous.get("cooldowns", [])
+    if args.cooldown_from:
+        return cooldown(args, payload, preset, records, budget, changed, rows)
     tokenizer = AutoTokenizer.from_pretrained(ar_dir)
     if "ar_exact" not in payload:
         ar_model = AutoModelForCausalLM.from_pretrained(ar_dir).eval()
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
         del ar_model
 
     model = DiffusionLM.from_causal_lm(AutoModelForCausalLM.from_pretrained(ar_dir, attn_implementation="sdpa"),
-                                       tokenizer)
+                                       tokenizer, attention=args.attention)
     training = DiffusionTrainingArguments(
         **training_arguments(preset, args.work / "run", max(point_steps), args.lr or preset.diffusion_lr, rows)
         | {"lr_scheduler_type": "constant_with_warmup", "save_strategy": "no", "logging_steps": 50},
@@ -140,6 +150,43 @@ def main(argv=None) -> int:
         if payload["points"]:
             clock["train"] = payload["points"][-1]["train_seconds"]
     trainer.train(resume_from_checkpoint=resume)
+    return 0
+
+
+def cooldown(args, payload: dict, preset, records, budget: int, changed: dict, rows: int) -> int:
+    """WSD's cooldown from a point of the constant-rate curve: the checkpoint's weights, `--cooldown-steps` more
+    steps on the same data with the rate decaying linearly from the curve's to 0 (a fresh AdamW: its moments are
+    rebuilt within the first steps), then the same decoding as the curve's points."""
+    import torch
+    from common import task_dataset
+    from probe_defaults import decode_strategies
+    from train_ar import training_arguments
+
+    from hf_dlm import DiffusionTrainer, DiffusionTrainingArguments
+    from hf_dlm.loading import load_diffusion_lm
+
+    step = int(args.cooldown_from.name.rsplit("-", 1)[1])
+    model = load_diffusion_lm(str(args.cooldown_from))
+    training = DiffusionTrainingArguments(
+        **training_arguments(preset, args.work / "cooldown", args.cooldown_steps, args.lr or preset.diffusion_lr, rows)
+        | {"lr_scheduler_type": "linear", "warmup_steps": 0, "save_strategy": "no", "logging_steps": 50,
+           "seed": preset.seed + step},  # a data order of its own (the curve's next rows are not replayed)
+        max_length=preset.row_length, block_length=preset.block_length, anneal_steps=0, **changed,
+    )
+    trainer = DiffusionTrainer(model=model, args=training,
+                               train_dataset=task_dataset(preset, "train").remove_columns("task"),
+                               processing_class=model.tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model.eval()
+    with torch.no_grad():
+        results = decode_strategies(model, model.tokenizer, records, budget, preset.block_length, args.threshold)
+    payload.setdefault("cooldowns", []).append({"from_steps": step, "cooldown_steps": args.cooldown_steps,
+                                                "cooldown_seconds": seconds, "results": results})
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"cooldown from {step} (+{args.cooldown_steps}): " + ", ".join(
+        f"{m} {r['exact']:.3f}" for m, r in results.items()), flush=True)
     return 0
 
 

@@ -57,7 +57,7 @@ def test_all_masked_rows_mask_every_maskable_token_with_weight_one_and_share_zer
     assert 5 < int(full_rows.sum()) < 35
     kept = ~full_rows  # the other rows keep exactly their own noise
     assert torch.equal(half.input_ids[kept], plain.input_ids[kept])
-    with pytest.raises(ValueError, match="all_masked_share"):
+    with pytest.raises(ValueError, match="all_masked_rows is a share"):
         DiffusionNoise(mask_token_id=99, all_masked_share=1.5)
 
 
