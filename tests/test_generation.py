@@ -225,11 +225,12 @@ def test_the_registry_maps_the_built_in_names_to_their_classes():
 class FirstBlockOnly(LengthStrategy):
     """A fourth strategy, written as a user would: every row gets one block, then stops, EOS or not."""
 
-    def initial_length(self):
-        return min(self.decoder.block_length, self.decoder.budget)
+    @classmethod
+    def initial_length(cls, budget, block_length):
+        return min(block_length, budget)
 
-    def after_commit(self, rows):
-        return ~(self.decoder.canvas(rows) == self.decoder.mask_id).any(-1)
+    def after_commit(self, rows):  # done once no mask is left; lengths unchanged
+        return ~(self.view.canvas(rows) == self.view.mask_id).any(-1), None
 
 
 @pytest.mark.parametrize("use_cache", [False, True, "dual"])
