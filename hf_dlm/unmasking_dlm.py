@@ -5,10 +5,11 @@ Remote code: copied next to every saved checkpoint (`decoder_dlm.py` imports it)
 
 Sampling is transformers' `LogitsProcessorList`: `TemperatureLogitsWarper` and `TopKLogitsWarper` as they are (the
 same arithmetic as `generate`'s), then `TopPKeepingCrossing`, our top-p. It keeps the same tokens as transformers'
-`TopPLogitsWarper` in exact arithmetic (every token until the probability before it reaches `top_p`) but sums the
-probabilities from the most likely token down, where transformers sums from the least likely up and compares with
-`1 - top_p`: the two float sums can round differently at the boundary, and this decoder's outputs are pinned
-(tests/test_decoding_pinned.py), so ours stays. The repetition penalty is CTRL's rule, as transformers'
+`TopPLogitsWarper` on untied logits (every token until the probability before it reaches `top_p`), but it sorts
+from the most likely token down where transformers sorts from the least likely up and compares with `1 - top_p`:
+where tied tokens straddle the boundary, ours keeps the leftmost of them and transformers' the rightmost (and the two
+float sums may round apart there). This decoder's seeded outputs are pinned (tests/test_decoding_pinned.py), so ours
+stays (tests/test_generation.py shows the tie). The repetition penalty is CTRL's rule, as transformers'
 `RepetitionPenaltyLogitsProcessor`, but not that class: EOS is exempt, only decided positions count (masks and
 padding do not), and one penalty applies to every position of a block at once (`apply_repetition_penalty`; its
 test compares it with transformers' processor on every other token).
