@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from .calibration_settings import DEFAULT_TARGET_COVERAGE, REFERENCES, conformal_rank, min_prompts
-from .cli.paths import write_text_atomically
-from .generation_dlm import _Decoder, eos_probabilities, length_bound, predicted_lengths
+from .files import write_text_atomically
+from .length_strategies_dlm import length_bound, predicted_lengths
 
 # Candidate thresholds: p(EOS) estimates P(length <= j), so t is a quantile of the model's length belief.
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20)) + (0.01, 0.02, 0.98, 0.99)
@@ -173,22 +173,16 @@ def first_step_eos_probabilities(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """p(EOS) [prompts, budget] at every canvas position of `predict`'s first forward (prompt + budget masks), read
-    by the decoder's own forward and `eos_probabilities`, so it is exactly what `predict` thresholds."""
+    by the decoder's own forward (`DiffusionLM.first_step_eos_probabilities`), so it is exactly what `predict`
+    thresholds."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    settings = dict(length_strategy="predict", use_cache=False)
-    if max_new_tokens is not None:
-        settings["max_new_tokens"] = max_new_tokens
-    config = model._prepare_diffusion_config(None, settings)
-    rows = []
-    for start in range(0, len(input_ids), batch_size):
-        ids, mask = model._check_prompts(input_ids[start : start + batch_size],
-                                         attention_mask[start : start + batch_size], config)
-        decoder = _Decoder(model, config, ids, mask, None, None)
-        prompt = decoder.prompt_length
-        logits = decoder._forward(prompt, prompt + decoder.budget)
-        rows.append(eos_probabilities(logits, decoder.eos_ids).cpu())
-    return torch.cat(rows)
+    settings = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    return torch.cat([
+        model.first_step_eos_probabilities(input_ids[start : start + batch_size],
+                                           attention_mask[start : start + batch_size], **settings).cpu()
+        for start in range(0, len(input_ids), batch_size)
+    ])
 
 
 def completion_lengths(tokenizer, completions: Sequence[str]) -> torch.Tensor:

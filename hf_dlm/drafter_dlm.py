@@ -1,7 +1,7 @@
 """The gated drafter: a low-rank adapter that acts only at mask positions, and the one-forward draft-and-verify loop.
 
 Remote code: `modeling_dlm.py` imports this file, so it is copied next to every saved checkpoint; it imports only
-torch, transformers and its sibling files (`configuration_dlm.py`, `generation_dlm.py`, `settings_dlm.py`).
+torch, transformers and its sibling files (`configuration_dlm.py`, `decoder_dlm.py`, `stopping_dlm.py`, `settings_dlm.py`).
 Built by `DiffusionLM.from_causal_lm(model, tokenizer, drafter="gated_lora")`.
 
 The design is I-DLM's R-ISD (arXiv 2604.11035, repo Introspective-Diffusion/I-DLM) and Apple's gated-LoRA
@@ -36,7 +36,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .configuration_dlm import DRAFT_ATTENTION, DRAFTERS
-from .generation_dlm import crop_cache
+from .decoder_dlm import crop_cache
 from .settings_dlm import check_prompt_tensors, token_id_list
 from .stopping_dlm import RowStops
 

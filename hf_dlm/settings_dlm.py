@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LENGTH_STRATEGIES = ("fixed", "grow", "predict")  # the built-in ones; generation_dlm maps each name to its class
+LENGTH_STRATEGIES = ("fixed", "grow", "predict")  # the built-in ones; length_strategies_dlm maps each to its class
 UNMASKING_RULES = ("low_confidence", "margin", "entropy", "random", "left_to_right")
-# `use_cache` values beside True (= "prefix") and False (no cache): the KV caches of generation_dlm.py.
+# `use_cache` values beside True (= "prefix") and False (no cache): the KV caches of decoder_dlm.py.
 CACHE_MODES = ("prefix", "dual")
 CACHE_REFRESHES = ("partial", "full")  # what a block's first forward re-encodes (dLLM-Var / Fast-dLLM)
 

@@ -19,7 +19,7 @@ round is accepted, and a round whose drafts are all rejected still yields the ve
 half of AR speed). Greedy only: sampling would need the rejection rule of Leviathan et al. with the drafter's
 probabilities.
 
-The drafter's cache follows the decoder's prefix cache (`generation_dlm`, dLLM-Var's scheme): it holds the
+The drafter's cache follows the decoder's prefix cache (`decoder_dlm`, dLLM-Var's scheme): it holds the
 prefix's keys/values as computed in the forward that first saw them (with masks after them: an approximation for
 bidirectional models, which only changes the drafts, never the answer). The verifier's cache is exact.
 
@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicCache
 
+from .decoder_dlm import crop_cache
 from .drafter_dlm import SpeculativeOutput
-from .generation_dlm import crop_cache
 from .modeling_dlm import CACHE_NAME, config_max_positions
 from .settings_dlm import (
     check_prompt_tensors,

@@ -4,7 +4,7 @@ canvas, identity with the prefix cache at block starts, and batch invariance, on
 import pytest
 import torch
 
-from hf_dlm.generation_dlm import _Decoder
+from hf_dlm.decoder_dlm import _Decoder
 from tests.conftest import BACKBONES, KERNELS, make_dlm
 
 TEXTS = ["sort: 3 1 2 =", "ab", "reverse: hello world ="]
@@ -138,7 +138,7 @@ def test_block_start_forwards_equal_the_prefix_caches(model_type, strategy, atte
     settings = dict(max_new_tokens=24, block_length=8, length_strategy=strategy, threshold=0.3)
     prefix = decoder(model, enc, use_cache=True, output_history=True, **settings)
     prefix_calls = record_forwards(prefix)
-    history = prefix.run().history
+    history = prefix.run()["history"]
     dual = decoder(model, enc, use_cache="dual", **settings)
     dual_calls = record_forwards(dual)
     commit = dual._commit

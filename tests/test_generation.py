@@ -6,15 +6,19 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
 
 from hf_dlm import DiffusionGenerateOutput, DiffusionGenerationConfig
 from hf_dlm.generation_dlm import (
     LENGTH_STRATEGIES,
     LENGTH_STRATEGY_CLASSES,
+    UNMASKING_RULE_CLASSES,
+    UNMASKING_RULES,
     LengthStrategy,
+    UnmaskingRule,
     apply_repetition_penalty,
 )
+from hf_dlm.unmasking_dlm import TopPKeepingCrossing
 from tests.conftest import make_dlm
 from tests.oracle import EOS, MASK, PAD, batch, oracle_model
 
@@ -220,16 +224,30 @@ def test_budget_without_eos_stops_unfinished():
 def test_the_registry_maps_the_built_in_names_to_their_classes():
     assert tuple(LENGTH_STRATEGY_CLASSES) == LENGTH_STRATEGIES == tuple(STRATEGIES)
     assert all(issubclass(cls, LengthStrategy) for cls in LENGTH_STRATEGY_CLASSES.values())
+    assert tuple(UNMASKING_RULE_CLASSES) == UNMASKING_RULES
+    assert all(issubclass(cls, UnmaskingRule) for cls in UNMASKING_RULE_CLASSES.values())
+
+
+def test_top_p_keeps_the_leftmost_of_tokens_tied_at_the_boundary_where_transformers_keeps_the_rightmost():
+    """Why `unmasking_dlm.TopPKeepingCrossing` is not transformers' `TopPLogitsWarper`: on random logits the two keep
+    the same tokens, but where tied tokens straddle `top_p` they keep different ones (ours sorts from the most likely
+    down, theirs from the least likely up), so seeded samples would change."""
+    uniform = torch.zeros(1, 4)
+    assert torch.isfinite(TopPKeepingCrossing(0.3)(None, uniform)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(TopPLogitsWarper(0.3)(None, uniform)).tolist() == [[False, False, True, True]]
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) * 3
+    assert torch.equal(TopPKeepingCrossing(0.9)(None, logits), TopPLogitsWarper(0.9)(None, logits))
 
 
 class FirstBlockOnly(LengthStrategy):
     """A fourth strategy, written as a user would: every row gets one block, then stops, EOS or not."""
 
-    def initial_length(self):
-        return min(self.decoder.block_length, self.decoder.budget)
+    @classmethod
+    def initial_length(cls, budget, block_length):
+        return min(block_length, budget)
 
-    def after_commit(self, rows):
-        return ~(self.decoder.canvas(rows) == self.decoder.mask_id).any(-1)
+    def after_commit(self, rows):  # done once no mask is left; lengths unchanged
+        return ~(self.view.canvas(rows) == self.view.mask_id).any(-1), None
 
 
 @pytest.mark.parametrize("use_cache", [False, True, "dual"])
@@ -269,6 +287,25 @@ def test_callback_sees_every_step():
                  callback=lambda s: seen.append((s.step, s.nfe, int((s.canvas == MASK).sum()))))
     assert [s[0] for s in seen] == list(range(1, out.nfe + 1))
     assert seen[-1][1] == out.nfe
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_step_carries_each_rows_canvas_length_and_predicts_bound(strategy):
+    """`DiffusionStep.canvas_length` is where each row's pad starts; `bound` is predict's cut from the first step on
+    (the output's `bounds`), None for the others."""
+    model = oracle_model(ANSWERS)
+    steps = []
+    out = decode(model, [[4], [5]], max_new_tokens=24, block_length=4, length_strategy=strategy,
+                 callback=steps.append)
+    for step in steps:
+        for row in range(2):
+            canvas = step.canvas[row, step.prompt_length :]
+            assert not (canvas[: step.canvas_length[row]] == PAD).any() and (canvas[step.canvas_length[row] :] == PAD).all()
+        if strategy == "predict":
+            assert torch.equal(step.bound, out.bounds)
+        else:
+            assert step.bound is None
+    assert out.tokens_per_forward == out.lengths.sum().item() / out.nfe_per_row.sum().item()
 
 
 # ----------------------------------------------------------------------------------------------- real tiny models

@@ -20,7 +20,10 @@ from hf_dlm import DiffusionGenerationConfig, DiffusionLM
 from tests.conftest import BACKBONES, make_dlm
 from tests.isolated import run_without_hf_dlm
 
-REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "settings_dlm.py", "generate_kwargs_dlm.py",
+# What transformers' save_pretrained copies: the files `modeling_dlm.py` imports relatively, transitively (their
+# imports are the one list; test_remote_code_imports_only_torch_transformers_and_each_other checks none is missing).
+REMOTE_CODE = {"configuration_dlm.py", "modeling_dlm.py", "generation_dlm.py", "decoder_dlm.py",
+               "length_strategies_dlm.py", "unmasking_dlm.py", "settings_dlm.py", "generate_kwargs_dlm.py",
                "stopping_dlm.py"}
 SAFE_SUFFIXES = {".safetensors", ".json", ".py", ".txt", ".jinja", ".md"}  # weights, configs, code, tokenizer, card
 PROMPT = torch.tensor([[1, 5, 9, 2, 7, 3], [0, 0, 0, 4, 8, 6]])

@@ -101,16 +101,16 @@ def test_causal_prefix_decoding_with_cache_equals_without(strategy, monkeypatch)
     """The context of a causal-prefix model never sees what comes after it, so its KV cache is exact: every
     denoising step of the cached decoder sees the logits of the uncached one (a bidirectional model's cache is an
     approximation, and the same check fails for it)."""
-    from hf_dlm import generation_dlm
+    from hf_dlm import decoder_dlm
 
     seen = []
-    commit = generation_dlm._Decoder._commit
+    commit = decoder_dlm._Decoder._commit
 
     def spy(self, logits, window_start):
         seen.append(logits.clone())
         return commit(self, logits, window_start)
 
-    monkeypatch.setattr(generation_dlm._Decoder, "_commit", spy)
+    monkeypatch.setattr(decoder_dlm._Decoder, "_commit", spy)
     model, _, tokenizer = causal_prefix_model()
     prompts = tokenizer(["hello wor", "abc"], return_tensors="pt", padding=True, padding_side="left")
     settings = dict(max_new_tokens=12, block_length=4, length_strategy=strategy, threshold=0.3,

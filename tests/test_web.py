@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from hf_dlm.length_strategies_dlm import initial_canvas_length
 from hf_dlm.testing import tiny_causal_lm
 from hf_dlm.web.canvas import CanvasRenderer, Snapshot, answer_figures, initial_canvas
 from hf_dlm.web.session import (
@@ -151,16 +152,16 @@ def test_a_pad_that_is_an_eos_id_is_not_drawn_as_the_end_while_decoding():
 
 def test_predict_shows_its_bound_once_the_first_forward_set_it():
     draw = renderer(strategy="predict", budget=6)
-    first = draw.render(Snapshot(0, 0, 0, initial_canvas("predict", 6, 2, 9, 8), 0.0))
+    first = draw.render(Snapshot(0, 0, 0, initial_canvas(6, 6, 9, 8), 0.0))
     assert "bound: read from p(EOS) by the first forward" in first and 'data-length="6"' in first
     after = draw.render(Snapshot(1, 1, 0, [1, 9, 9, 8, 8, 8], 0.1, bound=3))
     assert "predicted bound 3 of 6" in after and 'data-length="3"' in after
 
 
 def test_grow_starts_from_one_block_and_the_others_from_the_budget():
-    assert initial_canvas("grow", 10, 4, 9, 8) == [9] * 4 + [8] * 6
-    assert initial_canvas("fixed", 10, 4, 9, 8) == [9] * 10
-    assert initial_canvas("grow", 3, 4, 9, 8) == [9] * 3
+    assert initial_canvas_length("grow", 10, 4) == 4 and initial_canvas_length("grow", 3, 4) == 3
+    assert initial_canvas_length("fixed", 10, 4) == initial_canvas_length("predict", 10, 4) == 10
+    assert initial_canvas(4, 10, 9, 8) == [9] * 4 + [8] * 6
 
 
 def test_answer_figures():

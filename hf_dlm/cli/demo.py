@@ -37,7 +37,7 @@ MASK_GLYPH = "░"
 # ----------------------------------------------------------------------------------------------- demo
 class LiveCanvas:
     """The demo's live view, a transformers streamer (`put` / `put_draft` / `end`, see
-    `generation_dlm.StreamRelay`): after every step it redraws the answer's final text followed by the undecided
+    `decoder_dlm.StreamRelay`): after every step it redraws the answer's final text followed by the undecided
     draft, masks as `MASK_GLYPH`, tokens committed in the last step highlighted, with a progress bar of decided
     positions. The same path a web app takes with `TextIteratorStreamer`."""
 

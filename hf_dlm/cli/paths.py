@@ -3,7 +3,8 @@
 A benchmark that runs for an hour and then fails to write its result file has lost the hour; a training run whose
 `--output_dir` is the checkpoint it trains from destroys that checkpoint. So every command checks where it will
 write before it loads anything, and writes result files through a temporary file in the same directory followed
-by `os.replace` (an interrupted write never leaves a half-written file under the final name).
+by `os.replace` (an interrupted write never leaves a half-written file under the final name): `write_text_atomically`,
+from the core's `hf_dlm/files.py`.
 
 Standard library only: the checks run before torch is imported.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
+
+from ..files import write_text_atomically
 
 # Files whose presence means "a model (or adapter, or Trainer checkpoint) lives here".
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -43,23 +45,6 @@ def check_output_file(parser: argparse.ArgumentParser, flag: str, path: str | No
     problem = output_file_problem(path)
     if problem:
         parser.error(f"{flag} {path}: {problem}")
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same directory, then `os.replace` (atomic on POSIX and
-    Windows: readers see the old file or the new one, never half of it)."""
-    target = Path(path).expanduser()
-    handle = tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-                                         delete=False, encoding="utf-8")
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def model_files_in(directory: Path) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..evaluation import length_summary
-from ..generation_dlm import length_bound
+from ..length_strategies_dlm import length_bound
 
 METRICS_DIR = Path(__file__).parent
 METRIC_NAMES = ("exact_length_match", "length_prediction", "tokens_per_forward", "generative_perplexity")
@@ -63,7 +63,7 @@ def answer_matches(answers: Sequence[str | Sequence[int]], references: Sequence[
 
 def predicted_bound(predicted_length: int, length_margin: int, max_new_tokens: int | None = None) -> int:
     """The canvas the `predict` strategy decodes after its first step: predicted length + 1 (the EOS) + margin,
-    capped by the budget when one is given; the decoder's own rule, `generation_dlm.length_bound`."""
+    capped by the budget when one is given; the decoder's own rule, `length_strategies_dlm.length_bound`."""
     budget = sys.maxsize if max_new_tokens is None else max_new_tokens
     return int(length_bound(torch.as_tensor(predicted_length), length_margin, budget))
 

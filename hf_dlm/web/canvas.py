@@ -2,9 +2,10 @@
 the messages the page shows. Standard library only (the unit tests call it without torch or a browser).
 
 The canvas is row 0 of `DiffusionStep.canvas` after the prompt: masks are `mask_token_id`, positions outside the
-canvas are pad (the `grow` canvas starts one block long; the `predict` canvas shrinks to its bound after the first
-forward). Each position is one <span>: `m` a mask, `t` a committed token (`new` if committed by the last step), `eos`
-the end; `blk` marks the block being denoised (semi-autoregressive decoding, LLaDA).
+canvas are pad (the `grow` canvas starts one block long; the `predict` canvas shrinks to its bound,
+`DiffusionStep.bound`, after the first forward). Each position is one <span>: `m` a mask, `t` a committed token
+(`new` if committed by the last step), `eos` the end; `blk` marks the block being denoised (semi-autoregressive
+decoding, LLaDA).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ class Snapshot:
     bound: int | None = None  # predict: the canvas length the first forward set (None before it, other strategies)
 
 
-def initial_canvas(strategy: str, budget: int, block_length: int, mask_id: int, pad_id: int) -> list[int]:
-    """The canvas `diffusion_generate` starts from: the whole budget in masks (`fixed`, `predict` before its first
-    forward), or one block (`grow`, dLLM-Var); pad beyond. Shown at once, before the first forward returns."""
-    start = min(block_length, budget) if strategy == "grow" else budget
-    return [mask_id] * start + [pad_id] * (budget - start)
+def initial_canvas(length: int, budget: int, mask_id: int, pad_id: int) -> list[int]:
+    """The canvas `diffusion_generate` starts from: `length` masks (the strategy's, as
+    `length_strategies_dlm.initial_canvas_length` tells), pad up to the budget. Shown at once, before the first
+    forward returns."""
+    return [mask_id] * length + [pad_id] * (budget - length)
 
 
 def canvas_length(canvas: Sequence[int], pad_id: int, eos_ids: Sequence[int]) -> int:

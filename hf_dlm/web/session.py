@@ -2,8 +2,8 @@
 background so the page is up at once), decode in a worker thread while the canvas streams to the page, stop when
 asked. `app.py` wires these to Gradio; the unit tests call them on tiny models.
 
-Concurrency: every request decodes in its own thread with its own decoder state and KV cache (`_Decoder` holds
-all per-call state; the weights are only read, under `torch.no_grad`), so several answers decode at once on one
+Concurrency: every request decodes in its own thread with its own decoder state and KV cache (`decoder_dlm._Decoder`
+holds all per-call state; the weights are only read, under `torch.no_grad`), so several answers decode at once on one
 model without a lock and without mixing. How many at once is Gradio's `concurrency_limit` (`hf-dlm serve
 --concurrency`); further requests wait in Gradio's queue. The tokenizer is the one shared thing that is not safe
 to call from several threads: each call borrows a copy of its own from a `TokenizerPool`, so no request waits for
@@ -39,7 +39,6 @@ from .canvas import (
     Snapshot,
     answer_figures,
     answer_html,
-    canvas_length,
     initial_canvas,
     message_html,
     panel_html,
@@ -332,16 +331,12 @@ def diffusion_snapshots(model, prompt: str, settings: dict, stop: threading.Even
     from ..evaluation import Answer, split_answer
 
     started = time.perf_counter() if started is None else started
-    predict = settings.get("length_strategy", model.generation_config.length_strategy) == "predict"
     pad_id, eos_ids = model.config.pad_token_id, model.config.eos_token_ids
-    bound = None
 
     def work(callback):
         def on_step(step):
-            nonlocal bound
             canvas = step.canvas[0, step.prompt_length :].tolist()
-            if predict and bound is None:  # the first forward cut the canvas to the bound read from p(EOS)
-                bound = canvas_length(canvas, pad_id, eos_ids)
+            bound = None if step.bound is None else int(step.bound[0])  # `predict`: set by the first forward
             callback(Snapshot(step.step, step.nfe, step.block, canvas, time.perf_counter() - started,
                               bool(step.finished[0]), bound))
 
@@ -488,8 +483,11 @@ class AnswerStream:
         title = f"diffusion ({strategy}, block {effective['block_length']}, threshold {effective['threshold']})"
         with_ar = self.compare_ar and loaded.ar_model is not None
         ar_waiting = self._ar_placeholder(with_ar)
-        first = Snapshot(0, 0, 0, initial_canvas(strategy, budget, effective["block_length"],
-                                                 model.config.mask_token_id, model.config.pad_token_id), 0.0)
+        from ..length_strategies_dlm import initial_canvas_length
+
+        start = initial_canvas_length(strategy, budget, effective["block_length"])
+        first = Snapshot(0, 0, 0, initial_canvas(start, budget, model.config.mask_token_id,
+                                                 model.config.pad_token_id), 0.0)
         self.first_update_seconds = time.perf_counter() - self.started
         yield PageUpdate(panel_html(title, renderer.render(first), "decoding"), ar_waiting, "")
         answer, shown = None, time.perf_counter()
@@ -512,9 +510,8 @@ class AnswerStream:
         except Exception as error:
             yield PageUpdate("", "", message_html(self._explain(error)))
             return
-        bound = renderer.bound if strategy == "predict" else None
         figures = answer_figures(len(answer.tokens), answer.ended, answer.nfe, answer.seconds,
-                                 answer.extra.get("predicted_length"), bound, answer.extra.get("grew"))
+                                 answer.extra.get("predicted_length"), renderer.bound, answer.extra.get("grew"))
         canvas = renderer.render(renderer.last, "done") if renderer.last is not None else ""
         diffusion = answer_html(title, answer.text, figures, canvas)
         yield from self._then_ar(loaded, prompt, budget, diffusion, with_ar, ar_waiting)
