@@ -10,7 +10,10 @@ targets (positions that carry loss), and for the diffusion settings where the ti
 
     python benchmarks/training_cost.py --out benchmarks/results/training_cost.json
     python benchmarks/training_cost.py --variant complementary=complementary_masks=True \\
-        --variant all_blocks=all_blocks=True,anneal_steps=0
+        --variant all_blocks=all_blocks=True --variant causal_prefix=attention=causal_prefix,ar_loss_weight=1
+
+`attention=causal_prefix` in a variant adapts with `DiffusionLM.from_causal_lm(..., attention="causal_prefix")`
+(two-stream rows); every other field is a `DiffusionTrainingArguments` field.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 DEFAULT_VARIANTS = (
+    "one_forward=length_groups=1",
     "complementary=complementary_masks=True",
     "all_masked=all_masked_rows=0.25",
-    "all_blocks=all_blocks=True,anneal_steps=0",
+    "all_blocks=all_blocks=True",
+    "causal_prefix_ar=attention=causal_prefix,ar_loss_weight=1.0",
 )
 
 
@@ -103,7 +108,8 @@ def build(setting: str, options: dict, preset, ar_dir: Path | None, work: Path, 
                               examples, tokenizer, max_length=preset.row_length, packing=False),
                           data_collator=CausalCollator(tokenizer.pad_token_id), callbacks=[StepTimer()])
     else:
-        model = DiffusionLM.from_causal_lm(causal, tokenizer)
+        options = dict(options)
+        model = DiffusionLM.from_causal_lm(causal, tokenizer, attention=options.pop("attention", "bidirectional"))
         fields = diffusion_arguments(preset, work / setting).to_dict() | common
         fields = {k: v for k, v in fields.items() if k in DiffusionTrainingArguments.__dataclass_fields__
                   and DiffusionTrainingArguments.__dataclass_fields__[k].init}

@@ -228,6 +228,10 @@ class DiffusionTrainer(Trainer):
         # "Training defaults": on a bidirectional model they lift fixed, grow and predict alike).
         self.block_rows = args.block_rows if args.block_rows is not None else (
             DEFAULT_BLOCK_ROWS if answers and not self.causal_prefix and not self.drafter_mode else 0.0)
+        # Block rows show every block at once by default (docs/benchmarks.md, "Learning curve": better at equal
+        # wall time); all_blocks=False keeps one random block per row with a bidirectional context.
+        self.all_blocks = (args.all_blocks if args.all_blocks is not None
+                           else self.block_rows > 0 and not self.causal_prefix and not self.drafter_mode)
         prepare = dict(
             dataset_format=args.dataset_format,
             text_field=args.dataset_text_field,
@@ -282,7 +286,7 @@ class DiffusionTrainer(Trainer):
         if self._random_fill:
             batch_samples = [self._random_fill_lengths(b) for b in batch_samples]
         if self.block_rows > 0:
-            split = self._all_block_rows if self.args.all_blocks else self._block_rows
+            split = self._all_block_rows if self.all_blocks else self._block_rows
             batch_samples = [split(b) for b in batch_samples]
         if self.causal_prefix:
             batch_samples = [self._cut_after_eos_block(b) for b in batch_samples]
@@ -389,13 +393,15 @@ class DiffusionTrainer(Trainer):
             outputs = model(input_ids=group_noisy.input_ids, attention_mask=group_noisy.attention_mask)
             parts.append((outputs, outputs.logits, group["input_ids"], group_noisy.loss_weight, "diffusion"))
         if picked.any():
-            parts += self._two_stream(model, *_select(inputs, noisy, picked), "block_causal", 0.0)
+            block_inputs, block_noisy = _select(inputs, noisy, picked)
+            if block_noisy.attention_mask.dim() != 2:
+                # Attention annealing eases the canvas rows into bidirectional attention; the two-stream rows have
+                # their own block-causal pattern, built from the padding mask.
+                block_noisy.attention_mask = block_inputs["attention_mask"]
+            parts += self._two_stream(model, block_inputs, block_noisy, "block_causal", 0.0)
         return parts
 
     def _two_stream(self, model, inputs, noisy: NoisyBatch, context: str, ar_weight: float):
-        if noisy.attention_mask.dim() != 2:
-            raise ValueError("all_blocks rows need the 2D padding mask: set anneal_steps=0 with all_blocks=True "
-                             "(attention annealing shows each row a 4D mask of its own).")
         rows = two_stream_rows(inputs["input_ids"], noisy.input_ids, inputs["attention_mask"], inputs["loss_mask"],
                                noisy.loss_weight, self.args.block_length, context)
         # Only the noisy streams carry the diffusion loss: without the AR term the LM head runs on them alone.
@@ -608,10 +614,7 @@ def _check_signal_options(args: DiffusionTrainingArguments, drafter_mode: bool, 
                          "objective; a gated drafter trains on draft rows: leave them off.")
     if args.all_blocks and causal_prefix:
         raise ValueError("attention='causal_prefix' models already train every block in one forward (two-stream "
-                         "rows): leave all_blocks=False.")
-    if args.all_blocks and args.anneal_steps > 1:
-        raise ValueError("all_blocks=True shows rows with a block-causal context, which attention annealing would "
-                         "override: set anneal_steps=0 (or all_blocks=False).")
+                         "rows): leave all_blocks unset.")
     if args.ar_loss_weight > 0 and not causal_prefix:
         raise ValueError("ar_loss_weight is the next-token loss of a causal context: only attention='causal_prefix' "
                          "models have one. Leave it at 0 for bidirectional models.")

@@ -148,13 +148,15 @@ class DiffusionTrainingArguments(TrainingArguments):
             "2511.08923), the view of a canvas's or a block's first forward. 0 turns it off."
         },
     )
-    all_blocks: bool = field(
-        default=False,
+    all_blocks: bool | None = field(
+        default=None,
         metadata={
             "help": "Bidirectional models: show the block_rows share of rows as two-stream rows holding *every* "
             "block of the answer in one forward (BD3-LM's [x_t | x_0] layout; hf_dlm.two_stream with a "
-            "block-causal context) instead of one random block per row. Each block sees the prompt and the blocks "
-            "before it clean, as a semi-AR decoder's cache holds them."
+            "block-causal context: each block sees the prompt and the blocks before it clean, as the decoder's KV "
+            "cache holds them) instead of one random block per row with a bidirectional context. None (default): "
+            "on wherever block rows are (measured better at equal wall time, docs/benchmarks.md 'Learning curve'); "
+            "False restores one block per row."
         },
     )
     ar_loss_weight: float = field(

@@ -18,8 +18,9 @@ PADDING_STRATEGIES = ("random", "longest", "max_length")  # EOS fill lengths (Da
 TEACHERS = ("auto", "diffusion", "base")  # who answers the prompts of self-distillation (hf_dlm.distill)
 # What distillation trains with, beside the data (DiffusionTrainingArguments fields): every row a semi-AR block row
 # (the answer's blocks before block k clean, block k noised, nothing after it: what `grow` decoding meets), and the
-# confidence term on (dParallel's certainty forcing; LLaDA 2.0's CAP). Set block_length to the decoding block.
-DISTILLATION_ARGUMENTS = {"block_rows": 1.0, "confidence_loss_weight": 1.0}
+# confidence term on (dParallel's certainty forcing; LLaDA 2.0's CAP). Set block_length to the decoding block. One
+# random block per row (all_blocks=False): the recipe as measured (docs/training.md).
+DISTILLATION_ARGUMENTS = {"block_rows": 1.0, "confidence_loss_weight": 1.0, "all_blocks": False}
 
 
 def check_training_settings(settings: Mapping[str, Any]) -> None:
@@ -71,7 +72,8 @@ def _check_one(name: str, value: Any) -> None:
     elif name == "teacher":
         if value not in TEACHERS:
             raise ValueError(f"teacher must be one of {TEACHERS}, got {value!r}.")
-    elif name not in ("t_min", "t_max", "packing", "eos_fill", "eos_always_masked", "eos_token_id", "eos_token_ids"):
+    elif name not in ("t_min", "t_max", "packing", "eos_fill", "eos_always_masked", "eos_token_id", "eos_token_ids",
+                      "all_blocks", "complementary_masks"):
         raise KeyError(f"{name!r} is not a training setting hf_dlm checks.")
 
 

@@ -146,7 +146,8 @@ def test_gradient_accumulation_is_exact_with_each_option(tmp_path, option):
 def test_complementary_masks_double_the_rows_and_the_normaliser(tmp_path):
     model, tok = make_dlm(seed=2)
     data = sort_task(16)
-    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, complementary_masks=True, length_groups=1),
+    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, complementary_masks=True, length_groups=1,
+                                                             all_blocks=False),
                                train_dataset=data, processing_class=tok)
     from tests.test_trainer import record_forward_inputs
 
@@ -159,7 +160,6 @@ def test_complementary_masks_double_the_rows_and_the_normaliser(tmp_path):
 @pytest.mark.parametrize(("attention", "option", "message"), [
     ("bidirectional", dict(ar_loss_weight=1.0), "only attention='causal_prefix'"),
     ("causal_prefix", dict(all_blocks=True), "already train every block"),
-    ("bidirectional", dict(all_blocks=True, anneal_steps=10), "anneal_steps=0"),
 ])
 def test_options_where_they_mean_nothing_are_refused(tmp_path, attention, option, message):
     model, tok = make_dlm(attention=attention)
@@ -194,7 +194,7 @@ def test_length_groups_cut_the_padded_positions_and_keep_the_loss(tmp_path):
     data = sort_task(16)
     results = {}
     for groups in (1, 4):
-        trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, length_groups=groups),
+        trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, length_groups=groups, all_blocks=False),
                                    train_dataset=data, processing_class=tok)
         from tests.test_trainer import record_forward_inputs
 
@@ -208,3 +208,27 @@ def test_length_groups_cut_the_padded_positions_and_keep_the_loss(tmp_path):
     assert results[4][0] == pytest.approx(results[1][0], rel=1e-5)
     assert results[1][2] == 1 and results[4][2] > 1
     assert results[4][1] < results[1][1]
+
+
+def test_block_rows_show_every_block_by_default_and_train_under_annealing(tmp_path):
+    """all_blocks=None: on where block rows are (bidirectional, answer data), off for text data; with attention
+    annealing the canvas rows get the annealed 4D masks and the two-stream rows their block-causal one."""
+    model, tok = make_dlm(seed=7)
+    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2), train_dataset=sort_task(8),
+                               processing_class=tok)
+    assert trainer.block_rows == 0.5 and trainer.all_blocks
+    off = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2, all_blocks=False),
+                           train_dataset=sort_task(8), processing_class=tok)
+    assert not off.all_blocks
+    from tests.test_trainer import as_text, record_forward_inputs
+
+    text = DiffusionTrainer(model=model, args=training_args(tmp_path), train_dataset=as_text(sort_task(8)),
+                            processing_class=tok)
+    assert text.block_rows == 0 and not text.all_blocks
+    seen = record_forward_inputs(model)
+    annealed = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2, anneal_steps=10,
+                                                                 max_steps=2, block_rows=1.0),
+                                train_dataset=sort_task(16), processing_class=tok)
+    annealed.train()
+    assert all(torch.isfinite(torch.tensor(losses(annealed))))
+    assert any("position_ids" in call and call.get("position_ids") is not None for call in seen)  # two-stream

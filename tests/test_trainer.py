@@ -110,7 +110,8 @@ def test_prompt_tokens_are_never_masked_and_eos_are_always_masked(tmp_path):
     model, tok = make_dlm()
     mask_id, eos = model.config.mask_token_id, tok.eos_token_id
     seen = record_forward_inputs(model)
-    args = training_args(tmp_path, max_steps=6, eos_always_masked=True, t_min=0.1, t_max=0.9, length_groups=1)
+    args = training_args(tmp_path, max_steps=6, eos_always_masked=True, t_min=0.1, t_max=0.9, length_groups=1,
+                         all_blocks=False)
     data = Dataset.from_list([{"prompt": f"sort {d}=", "completion": "".join(sorted(d))} for d in ("9321", "87", "465")])
     DiffusionTrainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
     prompt_length = len("sort 9321=")  # every prompt here is this long or shorter, and starts the row
@@ -155,7 +156,7 @@ def test_block_rows_default_to_half_for_answers_on_bidirectional_models_and_off_
     # and the default really shows block rows: some rows end in the middle of an answer (no EOS after their block)
     seen = record_forward_inputs(model)
     DiffusionTrainer(model=model, args=training_args(tmp_path, max_steps=6, max_length=24, t_min=0.999,
-                                                     per_device_train_batch_size=8, block_length=2),
+                                                     per_device_train_batch_size=8, block_length=2, all_blocks=False),
                      train_dataset=sort_task(48), processing_class=tok).train()
     eos = tok.eos_token_id
     rows = [ids[: int(n)] for call in seen for ids, n in zip(call["input_ids"], call["attention_mask"].sum(-1))]
@@ -165,7 +166,8 @@ def test_block_rows_default_to_half_for_answers_on_bidirectional_models_and_off_
 def test_attention_anneals_from_causal_to_bidirectional_over_the_steps(tmp_path):
     model, tok = make_dlm()
     seen = record_forward_inputs(model)
-    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, max_steps=4, anneal_steps=3, length_groups=1),
+    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, max_steps=4, anneal_steps=3, length_groups=1,
+                                                                 all_blocks=False),
                                train_dataset=sort_task(32), processing_class=tok)
     trainer.train()
     dims = [call["attention_mask"].dim() for call in seen]

@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         per_device_train_batch_size=args.per_device_train_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_length=args.max_length,
         block_length=block_length, block_rows=args.block_rows, confidence_loss_weight=args.confidence_loss_weight,
+        all_blocks=DISTILLATION_ARGUMENTS["all_blocks"],
         seed=args.train_seed, logging_steps=args.logging_steps, report_to=args.report_to, use_cpu=args.use_cpu,
         save_strategy="no",
     )
