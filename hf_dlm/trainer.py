@@ -392,8 +392,8 @@ class DiffusionTrainer(Trainer):
             group, group_noisy = _select(inputs, noisy, rows)
             outputs = model(input_ids=group_noisy.input_ids, attention_mask=group_noisy.attention_mask)
             parts.append((outputs, outputs.logits, group["input_ids"], group_noisy.loss_weight, "diffusion"))
-        if picked.any():
-            block_inputs, block_noisy = _select(inputs, noisy, picked)
+        for rows in length_groups(inputs["attention_mask"], picked, self.args.length_groups):
+            block_inputs, block_noisy = _select(inputs, noisy, rows)
             if block_noisy.attention_mask.dim() != 2:
                 # Attention annealing eases the canvas rows into bidirectional attention; the two-stream rows have
                 # their own block-causal pattern, built from the padding mask.
