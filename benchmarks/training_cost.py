@@ -10,7 +10,7 @@ targets (positions that carry loss), and for the diffusion settings where the ti
 
     python benchmarks/training_cost.py --out benchmarks/results/training_cost.json
     python benchmarks/training_cost.py --variant complementary=complementary_masks=True \\
-        --variant all_blocks=all_blocks=True --variant causal_prefix=attention=causal_prefix,ar_loss_weight=1
+        --variant one_block=all_blocks=False --variant causal_prefix=attention=causal_prefix,ar_loss_weight=1
 
 `attention=causal_prefix` in a variant adapts with `DiffusionLM.from_causal_lm(..., attention="causal_prefix")`
 (two-stream rows); every other field is a `DiffusionTrainingArguments` field.
@@ -29,10 +29,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 DEFAULT_VARIANTS = (
-    "one_forward=length_groups=1",
+    "one_forward=length_groups=1",  # the default's rows in one padded forward (before length groups)
+    "one_block=all_blocks=False",  # one random block per block row (the default before all_blocks)
     "complementary=complementary_masks=True",
     "all_masked=all_masked_rows=0.25",
-    "all_blocks=all_blocks=True",
     "causal_prefix_ar=attention=causal_prefix,ar_loss_weight=1.0",
 )
 
