@@ -49,6 +49,22 @@ def train_rows(preset: Preset, tokenizer) -> Dataset:
     return prepare_dataset(dataset, tokenizer, max_length=preset.row_length, packing=False)
 
 
+def quiet_torch(threads: int | None) -> None:
+    """A benchmark's process: no progress bars or transformers warnings in its log, `threads` torch threads."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def ar_base_dir(given: Path | None, preset_name: str) -> Path:
+    """The AR base a benchmark starts from: `given`, else `make bench`'s stage 1 (benchmarks/checkpoints/<preset>/ar)."""
+    return given or Path(__file__).resolve().parent / "checkpoints" / preset_name / "ar"
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")

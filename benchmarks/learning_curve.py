@@ -54,10 +54,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    import datasets
     import torch
-    import transformers
-    from common import task_dataset
+    from common import ar_base_dir, quiet_torch, task_dataset
     from config import get_preset
     from probe_ar import per_task_exact
     from probe_defaults import decode_strategies
@@ -68,11 +66,9 @@ def main(argv=None) -> int:
 
     from hf_dlm import DiffusionLM, DiffusionTrainer, DiffusionTrainingArguments
 
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
+    quiet_torch(args.threads)
     preset = get_preset(args.preset)
-    ar_dir = args.ar or HERE / "checkpoints" / args.preset / "ar"
+    ar_dir = ar_base_dir(args.ar, args.preset)
     if not (ar_dir / "train_log.json").exists():
         raise SystemExit(f"No AR base at {ar_dir}: run `python benchmarks/run.py --preset {args.preset} --stages ar` "
                          f"first (or pass --ar).")

@@ -19,7 +19,6 @@ targets (positions that carry loss), and for the diffusion settings where the ti
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -143,16 +142,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    import datasets
     import torch
-    import transformers
+    from common import ar_base_dir, quiet_torch, write_json
     from config import get_preset
 
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    torch.set_num_threads(args.threads)
+    quiet_torch(args.threads)
     preset = get_preset(args.preset)
-    ar_dir = args.ar or HERE / "checkpoints" / args.preset / "ar"
+    ar_dir = ar_base_dir(args.ar, args.preset)
     rows = args.rows or preset.diffusion_rows_per_step
     settings = {"ar": {}, "diffusion": {}} | dict(parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS))
     measured: dict[str, list[dict]] = {name: [] for name in settings}
@@ -184,8 +180,7 @@ def main(argv=None) -> int:
               f"{row['positions_per_step']:.0f} positions/step  " +
               "  ".join(f"{k} {v:.3f}" for k, v in row["phases"].items()))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=1) + "\n")
+        write_json(args.out, payload)
     return 0
 
 

@@ -61,6 +61,27 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
         assert all(r["answers"] == ar["answers"] and r["agree_ar"] == 1.0 for r in rows)
     assert set(measured["forward_ms"]) == {"1", "5", "9"}
 
+    # Issue 24's scripts on the same AR base: a two-point learning curve and a cooldown from its first point, then
+    # the training cost table (AR Trainer beside DiffusionTrainer settings).
+    curve = tmp_path / "curve.json"
+    ar = str(tmp_path / "work" / "ar")
+    base = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "--preset", "smoke", "--ar", ar,
+            "--work", str(tmp_path / "curve"), "--n-test", "2", "--anneal-steps", "0"]
+    subprocess.run([*base, "--points", "0.5,1", "--out", str(curve)], check=True, cwd=ROOT, timeout=600)
+    points = json.loads(curve.read_text())["points"]
+    assert [p["steps"] for p in points] == [2, 4]
+    assert set(points[0]["results"]) == {"fixed", "grow", "predict"}
+    cooled = tmp_path / "cooldown.json"
+    subprocess.run([*base, "--cooldown-from", str(tmp_path / "curve" / "run" / "checkpoint-2"), "--cooldown-steps",
+                    "1", "--out", str(cooled)], check=True, cwd=ROOT, timeout=600)
+    assert json.loads(cooled.read_text())["cooldowns"][0]["from_steps"] == 2
+    cost = tmp_path / "cost.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_cost.py"), "--preset", "smoke", "--ar", ar,
+                    "--work", str(tmp_path / "cost"), "--steps", "1", "--warmup", "1", "--rounds", "1",
+                    "--variant", "one_block=all_blocks=False", "--out", str(cost)], check=True, cwd=ROOT, timeout=600)
+    settings = json.loads(cost.read_text())["settings"]
+    assert set(settings) == {"ar", "diffusion", "one_block"} and settings["ar"]["ratio_to_ar"] == 1.0
+
 
 def test_predict_coverage_counts_bounds_at_or_above_the_true_length(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
