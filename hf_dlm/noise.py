@@ -42,7 +42,7 @@ resumed run repeats the original one. (Identical examples in one step get identi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -233,9 +233,7 @@ def complement(noisy: NoisyBatch, input_ids: torch.LongTensor, mask_token_id: in
 
 def stack_noisy(first: NoisyBatch, second: NoisyBatch) -> NoisyBatch:
     """Two noised batches of the same length as one (rows of `first`, then `second`)."""
-    return NoisyBatch(*(torch.cat([a, b]) for a, b in zip(
-        (first.input_ids, first.attention_mask, first.masked, first.loss_weight, first.maskable, first.t),
-        (second.input_ids, second.attention_mask, second.masked, second.loss_weight, second.maskable, second.t))))
+    return NoisyBatch(*(torch.cat([getattr(first, f.name), getattr(second, f.name)]) for f in fields(NoisyBatch)))
 
 
 __all__ = [

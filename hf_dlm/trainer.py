@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -412,7 +413,7 @@ class DiffusionTrainer(Trainer):
         clean = rows.input_ids.shape[1] - rows.noisy_length
         # The clean stream is the causal LM itself: its aligned logits at position i score token i from the tokens
         # before it (the kept AR shift), TiDAR's L_AR on the answer's tokens.
-        ar_weights = noisy.maskable[:, :clean].float() * ar_weight
+        ar_weights = noisy.maskable[:, :clean].float()  # unweighted: compute_loss applies ar_loss_weight
         return [(outputs, outputs.logits[:, clean:], rows.targets, rows.loss_weight, "diffusion"),
                 (outputs, outputs.logits[:, :clean], inputs["input_ids"][:, :clean], ar_weights, "ar")]
 
@@ -435,29 +436,25 @@ class DiffusionTrainer(Trainer):
             inputs = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in inputs.items()}
         parts = self._denoise(model, inputs, noisy)
         outputs = parts[0][0]
-        terms = {"diffusion": sum(diffusion_loss(logits, targets, weights)
-                                  for _, logits, targets, weights, kind in parts if kind == "diffusion")}
-        if any(kind == "ar" for *_, kind in parts):
-            terms["ar"] = sum(diffusion_loss(logits, targets, weights) for _, logits, targets, weights, kind in parts
-                              if kind == "ar")
-        if self.args.confidence_loss_weight > 0:
-            # Normalised by the same count as the CE (the step's loss-carrying tokens, all micro-batches and
-            # devices), not by the number of correct positions: that count is only known after every micro-batch's
-            # forward, so dividing by it could not be exact under accumulation. The weight thus acts on
-            # (share of loss-carrying tokens masked and right) x (their mean entropy).
-            terms["confidence"] = sum(confidence_loss(logits, targets, weights)
-                                      for _, logits, targets, weights, kind in parts if kind == "diffusion")
+        # One sum per kind of term: "diffusion" (the masked CE / t), "ar" (causal-prefix rows' next-token CE) and,
+        # on the diffusion positions, "confidence". Each is normalised by the same count below.
+        terms: dict[str, torch.Tensor] = {}
+        for _, logits, targets, weights, kind in parts:
+            terms[kind] = terms.get(kind, 0) + diffusion_loss(logits, targets, weights)
+            if kind == "diffusion" and self.args.confidence_loss_weight > 0:
+                # Normalised by the same count as the CE (the step's loss-carrying tokens, all micro-batches and
+                # devices), not by the number of correct positions: that count is only known after every
+                # micro-batch's forward, so dividing by it could not be exact under accumulation. The weight thus
+                # acts on (share of loss-carrying tokens masked and right) x (their mean entropy).
+                terms["confidence"] = terms.get("confidence", 0) + confidence_loss(logits, targets, weights)
         loss = terms["diffusion"]
         if "ar" in terms:
-            loss = loss + terms["ar"]  # its weights already hold ar_loss_weight
+            loss = loss + self.args.ar_loss_weight * terms["ar"]
         if "confidence" in terms:
             loss = loss + self.args.confidence_loss_weight * terms["confidence"]
         loss, count, world = self._normalise(loss, noisy.maskable.sum(), num_items_in_batch)
-        if model.training and len(terms) > 1:  # log each term beside the loss (the AR term without its weight)
-            scale = world / count
-            if "ar" in terms:
-                terms["ar"] = terms["ar"] / self.args.ar_loss_weight
-            self._record_metrics({f"{name}_loss": (value * scale).detach() for name, value in terms.items()})
+        if model.training and len(terms) > 1:  # log each term (without its weight) beside the loss
+            self._record_metrics({f"{name}_loss": (value * world / count).detach() for name, value in terms.items()})
         return (loss, outputs) if return_outputs else loss
 
     def _normalise(self, loss, local_count, num_items_in_batch, outputs=None, return_outputs=None):
@@ -512,11 +509,8 @@ class DiffusionTrainer(Trainer):
                 inputs = self._cut_after_eos_block(inputs)
             noisy = self.eval_noise(inputs["input_ids"], inputs["attention_mask"], inputs["loss_mask"], step=None)
             if self.causal_prefix:  # the ELBO: the diffusion term alone, whatever ar_loss_weight trains
-                rows = two_stream_rows(inputs["input_ids"], noisy.input_ids, inputs["attention_mask"],
-                                       inputs["loss_mask"], noisy.loss_weight, self.args.block_length)
-                logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask,
-                               position_ids=rows.position_ids, logits_to_keep=rows.noisy_length).logits
-                total = diffusion_loss(logits, rows.targets, rows.loss_weight)
+                (_, logits, targets, weights, _), = self._two_stream(model, inputs, noisy, "causal", 0.0)
+                total = diffusion_loss(logits, targets, weights)
             else:
                 logits = model(input_ids=noisy.input_ids, attention_mask=noisy.attention_mask).logits
                 total = diffusion_loss(logits, inputs["input_ids"], noisy.loss_weight)
@@ -661,11 +655,13 @@ def _select(inputs: dict, noisy: NoisyBatch, rows: torch.Tensor) -> tuple[dict, 
     """The `rows` of a batch and of its noised copy, cut to the longest of them (padding columns cost forwards)."""
     real = inputs["attention_mask"][rows].bool()
     length = int(real.any(0).nonzero().max()) + 1 if real.any() else 1
-    picked = {k: v[rows][:, :length] for k, v in inputs.items() if torch.is_tensor(v) and v.dim() == 2}
-    mask = noisy.attention_mask[rows]
-    mask = mask[:, :length] if mask.dim() == 2 else mask[..., :length, :length]
-    return picked, NoisyBatch(noisy.input_ids[rows][:, :length], mask, noisy.masked[rows][:, :length],
-                              noisy.loss_weight[rows][:, :length], noisy.maskable[rows][:, :length], noisy.t[rows])
+
+    def cut(value: torch.Tensor) -> torch.Tensor:  # [B] per row, [B, L] per position, [B, 1, L, L] a 4D mask
+        value = value[rows]
+        return value if value.dim() == 1 else value[..., :length, :length] if value.dim() == 4 else value[:, :length]
+
+    picked = {k: cut(v) for k, v in inputs.items() if torch.is_tensor(v)}
+    return picked, NoisyBatch(*(cut(getattr(noisy, f.name)) for f in fields(NoisyBatch)))
 
 
 def apply_peft(model: DiffusionLM, peft_config):

@@ -56,16 +56,16 @@ class ServerLimits:
                              f"--max-request-bytes (a character can take up to 12 bytes of JSON).")
 
     def prompt_chars_problem(self, length: int) -> str | None:
-        if length <= self.max_prompt_chars:
-            return None
-        return (f"The prompt is {length:,} characters long; this server takes at most {self.max_prompt_chars:,} "
-                f"(hf-dlm serve {self.FLAGS['max_prompt_chars']}): shorten it.")
+        return self._prompt_problem(length, "characters", "max_prompt_chars")
 
     def prompt_tokens_problem(self, tokens: int) -> str | None:
-        if tokens <= self.max_prompt_tokens:
+        return self._prompt_problem(tokens, "tokens", "max_prompt_tokens")
+
+    def _prompt_problem(self, size: int, unit: str, limit: str) -> str | None:
+        if size <= getattr(self, limit):
             return None
-        return (f"The prompt is {tokens:,} tokens long; this server takes at most {self.max_prompt_tokens:,} "
-                f"(hf-dlm serve {self.FLAGS['max_prompt_tokens']}): shorten it.")
+        return (f"The prompt is {size:,} {unit} long; this server takes at most {getattr(self, limit):,} "
+                f"(hf-dlm serve {self.FLAGS[limit]}): shorten it.")
 
     def budget_problem(self, budget: int, name: str) -> str | None:
         if budget <= self.max_new_tokens:
