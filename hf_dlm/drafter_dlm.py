@@ -410,10 +410,8 @@ def gated_speculative_generate(model, input_ids: torch.LongTensor, attention_mas
         raise ValueError(f"The prompt contains the mask token (id {model.config.mask_token_id}): remove it from the text.")
     if streamer is not None and input_ids.shape[0] != 1:
         raise ValueError(f"streamer= streams one answer: pass a batch of 1 prompt (got {input_ids.shape[0]}).")
-    stops = None
-    if stop_strings or stopping_criteria:
-        stops = RowStops([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)],
-                         model.config.mask_token_id, eos_ids, pad_id, stop_strings, tokenizer, stopping_criteria)
+    stops = RowStops.for_batch(input_ids, attention_mask, model.config.mask_token_id, eos_ids, pad_id, stop_strings,
+                               tokenizer, stopping_criteria)
     state = _Batch(model, input_ids, attention_mask, eos_ids, pad_id, max_new_tokens, draft_length, predraft,
                    streamer, stops)
     if streamer is not None:

@@ -410,11 +410,8 @@ class DiffusionGenerationMixin:
         input_ids, attention_mask = self._check_prompts(input_ids, attention_mask, config)
         if generator is None and config.seed is not None:
             generator = torch.Generator(device=input_ids.device).manual_seed(config.seed)
-        stops = None
-        if stop_strings or stopping_criteria:
-            stops = RowStops([row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)],
-                             config.mask_token_id, config.eos_token_ids, config.pad_token_id, stop_strings, tokenizer,
-                             stopping_criteria)
+        stops = RowStops.for_batch(input_ids, attention_mask, config.mask_token_id, config.eos_token_ids,
+                                   config.pad_token_id, stop_strings, tokenizer, stopping_criteria)
         relay = None
         if streamer is not None:
             if input_ids.shape[0] != 1:

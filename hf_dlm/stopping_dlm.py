@@ -66,6 +66,16 @@ class RowStops:
         self.mask_id, self.eos_ids, self.pad_id = mask_id, list(eos_ids), pad_id
         self.checked = [0] * len(prompts)  # decided length already checked, per row
 
+    @classmethod
+    def for_batch(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask_id: int, eos_ids: Sequence[int],
+                  pad_id: int | None, stop_strings=None, tokenizer=None, stopping_criteria=None) -> RowStops | None:
+        """The stops of a left-padded batch (each row's prompt is its attended tokens), or None when there is
+        nothing to check."""
+        if not (stop_strings or stopping_criteria):
+            return None
+        prompts = [row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask)]
+        return cls(prompts, mask_id, eos_ids, pad_id, stop_strings, tokenizer, stopping_criteria)
+
     def __bool__(self) -> bool:
         return bool(self.stop_strings or self.criteria)
 
