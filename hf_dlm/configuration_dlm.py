@@ -38,8 +38,9 @@ class DiffusionLMConfig(PreTrainedConfig):
             `"bidirectional"`: every position attends to every other (DiffuLLaMA, LLaDA, Dream).
             `"causal_prefix"`: block diffusion with a causal context (BD3-LM, Arriola et al. 2025; Fast-dLLM v2,
             github.com/NVlabs/Fast-dLLM): the context (prompt and committed blocks) attends causally, exactly as
-            in the causal LM, and the canvas (the block being denoised and any masks after it) attends to the
-            whole context and bidirectionally to itself. The context is then the AR model's own computation, so
+            in the causal LM, and the canvas (the block being denoised) attends to the whole context and
+            bidirectionally within its block; the decoder keeps it block-causal (no block sees the masks of later
+            blocks), the view two-stream training gives. The context is then the AR model's own computation, so
             adaptation has less to learn and the KV cache is exact. Forwards need `canvas_start` (where the canvas
             begins) or a 4D attention mask; training uses two-stream rows (`hf_dlm.two_stream`).
             `"causal"`: gated drafters only (below): every position causal, masks included (I-DLM).

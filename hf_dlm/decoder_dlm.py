@@ -15,7 +15,8 @@ anchor is re-fed so that, with the AR shift, the block's first token is scored i
 commits it from the previous forward instead). The forward that starts a block also re-encodes the block just
 finished, and that is the KV kept for it: no extra forward per block. Approximation: cached keys/values never see
 tokens committed later (measured in docs/decoding.md). Exact for `attention="causal_prefix"` models (block diffusion
-with a causal context), whose context never attends to anything after it.
+with a causal context), whose context never attends to anything after it; their canvas is block-causal (a block
+never sees the masks after it, as in training), so every forward after the first stops at the current block's end.
 
 Dual KV cache (`use_cache="dual"`): Fast-dLLM's DualCache (github.com/NVlabs/Fast-dLLM, `generate_with_dual_cache`).
 The block's first forward is the prefix cache's [anchor | block | rest]; its keys/values of the rest (the masks after
@@ -247,8 +248,9 @@ class _Decoder:
         extra = {}
         if self.causal_prefix:
             # The context (prompt + finished blocks, the anchor included) attends causally, the canvas from the
-            # current block on attends to everything.
+            # current block on is block-causal (each block sees the context, the blocks before it and itself).
             extra["canvas_start"] = self.prompt_length + self.block * self.block_length
+            extra["canvas_block_length"] = self.block_length
         out = self.model(
             input_ids=inputs,
             attention_mask=self._attention(rows, window_end),
@@ -302,7 +304,7 @@ class _Decoder:
         ])
         extra = {}
         if self.causal_prefix:
-            extra = {"canvas_start": keep + 1, "key_positions": order}
+            extra = {"canvas_start": keep + 1, "key_positions": order, "canvas_block_length": self.block_length}
         out = self.model(
             input_ids=self.seq[rows, keep:block_end],
             attention_mask=in_order[:, order],
@@ -428,6 +430,11 @@ class _Decoder:
         stopping and growth, the block index. Returns the step's logits."""
         block_start = self.prompt_length + self.block * self.block_length
         window_end = self.prompt_length + int(self.canvas_len[self.active].max())
+        if self.causal_prefix and self.step > 0:
+            # A causal-prefix canvas is block-causal (as two-stream training sees it): the masks after the current
+            # block change none of its logits, so only the first forward (whose logits `predict` reads over the
+            # whole canvas) spans them.
+            window_end = min(window_end, block_start + self.block_length)
         logits = self._forward(block_start, window_end)
         if self.step == 0:
             before = self.canvas_len.clone()

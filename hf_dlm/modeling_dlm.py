@@ -12,8 +12,9 @@ What changes from the causal LM (DiffuGPT / DiffuLLaMA, github.com/HKUNLP/DiffuL
 - nothing else: no time embedding, all AR weights reused.
 
 With `config.attention = "causal_prefix"` (block diffusion with a causal context, see DiffusionLMConfig) the
-positions before `canvas_start` attend causally and the canvas from `canvas_start` on attends to everything:
-`causal_prefix_mask` builds that 4D mask from the 2D padding mask.
+positions before `canvas_start` attend causally and the canvas from `canvas_start` on attends to everything, or, with
+`canvas_block_length` (the decoder's), to everything up to the end of its own block: `causal_prefix_mask` builds that
+4D mask from the 2D padding mask.
 
 With `config.drafter = "gated_lora"` the model drafts for its own base (`drafter_dlm.py`): the base is frozen, an
 adapter acts only at mask positions, clean positions are causal and never see a mask, and
@@ -70,9 +71,12 @@ def causal_prefix_mask(
     query_length: int,
     canvas_start: int | torch.Tensor,
     key_positions: torch.Tensor | None = None,
+    block_length: int | None = None,
 ) -> torch.BoolTensor:
     """4D bool mask [B, 1, Q, K] of `attention="causal_prefix"`: a query before `canvas_start` sees the keys up to
-    itself (the causal LM's own attention), a query at or after it sees every key; never padding.
+    itself (the causal LM's own attention), a query at or after it sees every key; never padding. With
+    `block_length`, the canvas is block-causal (BD3-LM): a canvas query sees the keys up to the end of its own block
+    (counted from `canvas_start`), never the masks of later blocks, which is the view two-stream training gives.
 
     `padding_mask` [B, K] covers cached + current positions (1 = real token); the queries are its last
     `query_length` positions. `canvas_start` (int or [B]) indexes the same positions. `key_positions` [K]: where
@@ -84,7 +88,13 @@ def causal_prefix_mask(
     key_pos = torch.arange(keys, device=device) if key_positions is None else key_positions.to(device)
     query_pos = key_pos[keys - query_length :]
     start = torch.as_tensor(canvas_start, device=device).reshape(-1, 1, 1).expand(batch, 1, 1)
-    allowed = (key_pos[None, None, :] <= query_pos[None, :, None]) | (query_pos[None, :, None] >= start)
+    in_canvas = query_pos[None, :, None] >= start
+    if block_length is None:
+        sees = in_canvas
+    else:
+        block_end = start + ((query_pos[None, :, None] - start).div(block_length, rounding_mode="floor") + 1) * block_length
+        sees = in_canvas & (key_pos[None, None, :] < block_end)
+    allowed = (key_pos[None, None, :] <= query_pos[None, :, None]) | sees
     allowed = allowed & padding_mask.bool()[:, None, :]
     # A padding query sees only itself: a softmax over no key at all gives NaN.
     allowed = allowed | (key_pos[None, None, :] == query_pos[None, :, None])
@@ -309,6 +319,7 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         logits_to_keep: int = 0,
         canvas_start: int | torch.Tensor | None = None,
         key_positions: torch.Tensor | None = None,
+        canvas_block_length: int | None = None,
         cache: Cache | None = None,
         shift_logits: bool | None = None,
         **kwargs,
@@ -320,7 +331,9 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
         where the canvas begins, for `config.attention="causal_prefix"` models given a 2D mask. `key_positions` [K]:
         the sequence position of every key (cached + current) when the cache holds them out of order (the dual KV
         cache); the 2D mask is then in that same order and `position_ids` must be given. Only the causal-prefix mask
-        depends on order (a bidirectional mask is the same in any order).
+        depends on order (a bidirectional mask is the same in any order). `canvas_block_length`: the canvas of a
+        causal-prefix model is block-causal in blocks of this length from `canvas_start` (what the decoder passes;
+        none: the whole canvas attends to itself).
         `cache` is `past_key_values` under its transformers >= 5.24 name; give one of the two.
         `shift_logits=False` returns next-token logits instead (`logits[:, i]` scores token i + 1: the layout of a
         causal LM, which gated drafters use); default `config.shift_logits`.
@@ -353,7 +366,8 @@ class DiffusionLM(DiffusionGenerationMixin, DiffusionLMPreTrainedModel):
                 attention_mask = torch.ones(ref.shape[0], past + query_length, dtype=torch.long, device=ref.device)
             if position_ids is None:
                 position_ids = position_ids_from_attention_mask(attention_mask, query_length)
-            attention_mask = causal_prefix_mask(attention_mask, query_length, canvas_start, key_positions)
+            attention_mask = causal_prefix_mask(attention_mask, query_length, canvas_start, key_positions,
+                                                canvas_block_length)
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             position_ids = position_ids_from_attention_mask(attention_mask, query_length)
         if attention_mask is not None and attention_mask.dim() == 4 and not attention_mask.is_floating_point():

@@ -123,3 +123,52 @@ def test_causal_prefix_decoding_with_cache_equals_without(strategy, monkeypatch)
     assert cached.nfe == uncached.nfe == steps and steps > 3
     for with_cache, without in zip(seen[:steps], seen[steps:]):
         assert torch.allclose(with_cache, without, atol=1e-4)
+
+
+def test_block_causal_canvas_mask():
+    """`causal_prefix_mask(..., block_length=b)`: the context is causal, a canvas query sees the context, its own
+    block and the blocks before it, never a later block; without `block_length` the canvas sees all of itself."""
+    from hf_dlm.modeling_dlm import causal_prefix_mask
+
+    padding = torch.ones(1, 9, dtype=torch.long)
+    blocks = causal_prefix_mask(padding, 9, canvas_start=3, block_length=2)[0, 0].int()
+    # context 0-2 causal; canvas blocks [3, 5), [5, 7), [7, 9)
+    sees_up_to = [int(row.nonzero().max()) for row in blocks]
+    assert sees_up_to == [0, 1, 2, 4, 4, 6, 6, 8, 8]
+    assert all(row[: min(3, q + 1)].all() for q, row in enumerate(blocks))  # everything before the canvas (causal)
+    whole = causal_prefix_mask(padding, 9, canvas_start=3)[0, 0].int()
+    assert [int(row.nonzero().max()) for row in whole] == [0, 1, 2, 8, 8, 8, 8, 8, 8]
+
+
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
+@pytest.mark.parametrize("strategy", ["fixed", "predict"])
+def test_causal_prefix_blocks_never_see_the_masks_after_them(strategy, use_cache, monkeypatch):
+    """Two-stream training shows a block its context and itself, nothing after it, and decoding gives it the same
+    view: every step of the first block scores it as with no canvas after it (budget 8 + 16 masks against a budget
+    of 8), so the tokens are the same too. Before, a `fixed` canvas let the block attend to every later mask, a view
+    never trained."""
+    from hf_dlm import decoder_dlm
+
+    seen = []
+    commit = decoder_dlm._Decoder._commit
+
+    def spy(self, logits, window_start):
+        if self.block == 0:
+            seen[-1].append(logits[:, :8].clone())
+        return commit(self, logits, window_start)
+
+    monkeypatch.setattr(decoder_dlm._Decoder, "_commit", spy)
+    model, _, tokenizer = causal_prefix_model()
+    prompts = tokenizer(["hello wor", "abc"], return_tensors="pt", padding=True, padding_side="left")
+    width = prompts.input_ids.shape[1]
+    settings = dict(block_length=8, length_strategy=strategy, threshold=0.3, use_cache=use_cache,
+                    return_dict_in_generate=True)
+    with torch.no_grad():
+        seen.append([])
+        short = model.diffusion_generate(**prompts, max_new_tokens=8, **settings)
+        seen.append([])
+        long = model.diffusion_generate(**prompts, max_new_tokens=24, **settings)
+    assert torch.equal(long.sequences[:, : width + 8], short.sequences[:, : width + 8])
+    assert len(seen[0]) == len(seen[1]) > 1
+    for alone, with_masks_after in zip(*seen):
+        torch.testing.assert_close(with_masks_after, alone, rtol=1e-5, atol=1e-5)
