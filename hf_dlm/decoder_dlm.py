@@ -160,6 +160,13 @@ class _Decoder:
         self.pad_id = config.pad_token_id
         self.eos_ids = torch.tensor(config.eos_token_ids, device=device)
         self.causal_prefix = getattr(model.config, "attention", "bidirectional") == "causal_prefix"
+        self.decided_as_context = bool(config.decided_as_context)
+        if self.decided_as_context and not self.causal_prefix:
+            raise ValueError(
+                "decided_as_context=True moves a block's decided prefix into the causal context of a causal-prefix "
+                "model (config.attention='causal_prefix'); this model attends bidirectionally everywhere. Leave it "
+                "False, or adapt with DiffusionLM.from_causal_lm(..., attention='causal_prefix')."
+            )
         strategy = LENGTH_STRATEGY_CLASSES[config.length_strategy]
         self.unmasking = UNMASKING_RULE_CLASSES[config.unmasking]()
         self.warpers = sampling_warpers(config.temperature, config.top_k, config.top_p)
@@ -249,7 +256,7 @@ class _Decoder:
         if self.causal_prefix:
             # The context (prompt + finished blocks, the anchor included) attends causally, the canvas from the
             # current block on is block-causal (each block sees the context, the blocks before it and itself).
-            extra["canvas_start"] = self.prompt_length + self.block * self.block_length
+            extra["canvas_start"] = self._canvas_start(rows)
             extra["canvas_block_length"] = self.block_length
         out = self.model(
             input_ids=inputs,
@@ -304,7 +311,8 @@ class _Decoder:
         ])
         extra = {}
         if self.causal_prefix:
-            extra = {"canvas_start": keep + 1, "key_positions": order, "canvas_block_length": self.block_length}
+            extra = {"canvas_start": self._canvas_start(rows), "key_positions": order,
+                     "canvas_block_length": self.block_length}
         out = self.model(
             input_ids=self.seq[rows, keep:block_end],
             attention_mask=in_order[:, order],
@@ -317,6 +325,17 @@ class _Decoder:
         self._count_forward(rows)
         self.cache.crop(-(block_end - keep))  # back to [prefix | suffix]
         return self._clean(out.logits)
+
+    def _canvas_start(self, rows: torch.Tensor) -> int | torch.Tensor:
+        """Where a causal-prefix model's canvas begins (an index over cached + current positions, which is the
+        sequence index: the cache starts at position 0): the current block's first position or, with
+        `decided_as_context`, each row's first mask in the block."""
+        block_start = self.prompt_length + self.block * self.block_length
+        if not self.decided_as_context:
+            return block_start
+        block = self.seq[rows, block_start : block_start + self.block_length]
+        decided = (block != self.mask_id).long().cumprod(-1).sum(-1)
+        return block_start + decided
 
     def _drop_suffix(self) -> None:
         """Crop the dual cache back to its prefix (the suffix is last in it)."""

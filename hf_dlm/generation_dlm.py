@@ -91,6 +91,13 @@ class DiffusionGenerationConfig(GenerationConfig):
             block stays masked, so threshold commits only extend the decided prefix. With a model that is not yet
             confident beyond the next token this keeps a later position from being filled before the text that
             leads to it (the root of doubled words such as "a force that that opposes").
+        decided_as_context (`bool`, defaults to `False`):
+            Block-diffusion models with a causal context (`config.attention="causal_prefix"`) only: the decided
+            prefix of the current block (its tokens from the block start up to the first mask) joins the causal
+            context, and the canvas starts at the first mask. Those tokens are then read as the causal LM reads them,
+            so the first mask is scored by the AR model's own next-token computation, and the masks after it see a
+            clean context as in training (TiDAR's layout: clean tokens causal, masks drafting after them). The KV
+            cache stays exact. A bidirectional model has no causal context to extend: refused there.
         defer_repeats (`bool`, defaults to `False`):
             Do not commit, in one step, a token equal to the token its left neighbour commits in the same step; it
             stays masked and is predicted again next step, seeing that neighbour. Parallel decoding chooses

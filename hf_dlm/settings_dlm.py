@@ -77,6 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
             "one per step; none disables", optional=True),
     Setting("unmasking", "low_confidence", str, "which masks to commit first (left_to_right: only extend the decided "
             "prefix)", choices=UNMASKING_RULES),
+    Setting("decided_as_context", False, bool, "causal-prefix models: the decided prefix of the current block "
+            "attends causally, as context, so the first mask after it is scored as the causal LM scores its next token"),
     Setting("defer_repeats", False, bool, "keep a token masked when its left neighbour commits the same token in the "
             "same step"),
     Setting("repetition_penalty", 1.0, float, "CTRL penalty on tokens already decided (EOS exempt); 1.0 disables"),
@@ -183,7 +185,7 @@ def _check_one(name: str, value, length_strategies: tuple[str, ...]) -> None:
             raise ValueError(
                 f"`use_cache` must be True or False, \"prefix\" (= True) or \"dual\", got {value!r}."
             )
-    elif name in ("defer_repeats", "output_history", "return_dict_in_generate"):
+    elif name in ("defer_repeats", "decided_as_context", "output_history", "return_dict_in_generate"):
         if not isinstance(value, bool):
             raise ValueError(f"`{name}` must be True or False, got {value!r}.")
     elif name == "repetition_penalty":

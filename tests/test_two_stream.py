@@ -172,3 +172,50 @@ def test_causal_prefix_blocks_never_see_the_masks_after_them(strategy, use_cache
     assert len(seen[0]) == len(seen[1]) > 1
     for alone, with_masks_after in zip(*seen):
         torch.testing.assert_close(with_masks_after, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_cache", [False, True, "dual"])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_decided_as_context_decodes_the_causal_lms_greedy_answer_one_token_per_step(model_type, use_cache):
+    """With the block's decided prefix in the causal context, the first mask is scored by the causal LM's own
+    next-token computation. So a causal-prefix model fresh from its causal LM, decoding one token per step from the
+    left, writes exactly the causal LM's greedy answer; without `decided_as_context` the positions inside a block are
+    scored by the canvas stream (masks around them), which the fresh model has not learnt, and the answers differ."""
+    torch.manual_seed(3)
+    tokenizer = char_tokenizer()
+    causal_lm = tiny_causal_lm(model_type, vocab_size=len(tokenizer) + 2).eval()
+    with torch.no_grad():  # larger weights than the init's: a random model whose next token depends on the context
+        for parameter in causal_lm.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.3)
+    reference = copy.deepcopy(causal_lm)
+    model = DiffusionLM.from_causal_lm(causal_lm, tokenizer, attention="causal_prefix").eval()
+    prompt = tokenizer(["hello wor"], return_tensors="pt")
+    budget = 12
+    with torch.no_grad():
+        # The decoder never writes the mask or the pad token (the ids adaptation gave them): nor may the reference.
+        greedy = reference.generate(**prompt, max_new_tokens=budget, do_sample=False, eos_token_id=None,
+                                    pad_token_id=tokenizer.pad_token_id,
+                                    suppress_tokens=[model.config.mask_token_id, tokenizer.pad_token_id],
+                                    )[0, prompt.input_ids.shape[1]:]
+        settings = dict(max_new_tokens=budget, length_strategy="grow", block_length=4, threshold=None,
+                        unmasking="left_to_right", use_cache=use_cache)
+        answer = model.diffusion_generate(**prompt, decided_as_context=True, **settings)[0, prompt.input_ids.shape[1]:]
+        canvas = model.diffusion_generate(**prompt, decided_as_context=False, **settings)[0, prompt.input_ids.shape[1]:]
+
+    def until_eos(ids):
+        ids = ids.tolist()
+        return ids[: ids.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in ids else ids
+
+    assert len(until_eos(greedy)) > 4  # more than one block is decoded
+    assert until_eos(answer) == until_eos(greedy)
+    assert until_eos(canvas) != until_eos(greedy)
+
+
+def test_decided_as_context_is_refused_on_a_bidirectional_model():
+    from tests.conftest import make_dlm
+
+    model, tokenizer = make_dlm("llama")
+    prompt = tokenizer(["abc"], return_tensors="pt")
+    with pytest.raises(ValueError, match="decided_as_context=True .*attention='causal_prefix'"):
+        model.diffusion_generate(**prompt, max_new_tokens=4, block_length=4, decided_as_context=True)
