@@ -13,35 +13,50 @@ import json
 from pathlib import Path
 
 METHODS = ("fixed", "grow", "predict")
+STANDARD = "thr 0.9, low_confidence"  # the suite's decoding (make bench): runs decoded so carry no label in the plot
+
+
+def decoding_label(decoding: dict) -> str:
+    """The decoding settings beyond the curve's common ones (budget, block, cache), short."""
+    label = f"thr {decoding.get('threshold')}, {decoding.get('unmasking', 'low_confidence')}"
+    return label + (", decided as context" if decoding.get("decided_as_context") else "")
 
 
 def rows(paths: list[Path]) -> list[dict]:
-    """One row per point and per cooldown of every result file."""
+    """One row per point, per cooldown and per extra decode (`--decode-from`) of every result file."""
     out = []
     for path in paths:
         data = json.loads(path.read_text())
-        name = path.stem.removeprefix("curve_").removesuffix("_cooldown")
+        name = path.stem.removeprefix("curve_").removesuffix("_cooldown").removesuffix("_decodes")
         ar_seconds = data["ar_training_seconds"]
+        ar = data.get("ar_exact", {}).get("all")
+        decoding = decoding_label(data.get("decoding", {}))
+
+        def row(kind: str, steps: int, results: dict, label: str, time=None, name=name, ar=ar, data=data) -> dict:
+            return {"run": name, "kind": kind, "steps": steps, "decoding": label, "results": results, "ar": ar,
+                    "multiple": steps * data["rows_per_step"] / data["ar_rows"], "time": time}
+
         for point in data.get("points", []):
-            out.append({"run": name, "kind": "constant rate", "steps": point["steps"],
-                        "multiple": point["steps"] * data["rows_per_step"] / data["ar_rows"],
-                        "time": point["train_seconds"] / ar_seconds, "results": point["results"],
-                        "ar": data.get("ar_exact", {}).get("all")})
+            out.append(row("constant rate", point["steps"], point["results"], decoding,
+                           point["train_seconds"] / ar_seconds))
         for cool in data.get("cooldowns", []):
-            out.append({"run": name, "kind": f"cooldown +{cool['cooldown_steps']}",
-                        "steps": cool["from_steps"] + cool["cooldown_steps"],
-                        "multiple": (cool["from_steps"] + cool["cooldown_steps"]) * data["rows_per_step"]
-                        / data["ar_rows"], "time": None, "results": cool["results"], "ar": data.get("ar_exact", {}).get("all")})
+            out.append(row(f"cooldown +{cool['cooldown_steps']}", cool["from_steps"] + cool["cooldown_steps"],
+                           cool["results"], decoding_label(cool.get("decoding", data.get("decoding", {})))))
+        for decode in data.get("decodes", []):
+            kind = f"cooldown +{decode['cooldown_steps']}" if decode["cooldown_steps"] else "constant rate"
+            out.append(row(kind, decode["steps"], decode["results"], decoding_label(decode["decoding"])))
     return out
 
 
 def table(points: list[dict]) -> str:
-    lines = ["| run | schedule | steps | x AR rows | " + " | ".join(f"{m} exact % (tok/fwd)" for m in METHODS) + " |",
-             "|---|---|---|---|" + "---|" * len(METHODS)]
-    for p in sorted(points, key=lambda p: (p["run"], p["steps"], p["kind"])):
+    lines = ["| run | schedule | steps | x AR rows | decoding | "
+             + " | ".join(f"{m} exact % (tok/fwd)" for m in METHODS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(METHODS)]
+    for p in sorted(points, key=lambda p: (p["run"], p["steps"], p["kind"], p["decoding"])):
         cells = [f"{100 * p['results'][m]['exact']:.1f} ({p['results'][m]['tokens_per_forward']:.2f})"
                  for m in METHODS]
-        lines.append(f"| {p['run']} | {p['kind']} | {p['steps']} | {p['multiple']:.2f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {p['run']} | {p['kind']} | {p['steps']} | {p['multiple']:.2f} | {p['decoding']} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -51,26 +66,30 @@ def plot(points: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    runs = sorted({p["run"] for p in points})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 6), sharey=True)
+    series = sorted({(p["run"], p["decoding"]) for p in points})
     for ax, method in zip(axes, ("grow", "predict")):
-        for index, run in enumerate(runs):
-            color = f"C{index}"
-            curve = sorted((p for p in points if p["run"] == run and p["kind"] == "constant rate"),
-                           key=lambda p: p["steps"])
-            ax.plot([p["multiple"] for p in curve], [100 * p["results"][method]["exact"] for p in curve], "o-",
-                    color=color, label=f"{run}, constant rate")
-            cools = [p for p in points if p["run"] == run and p["kind"] != "constant rate"]
-            ax.plot([p["multiple"] for p in cools], [100 * p["results"][method]["exact"] for p in cools], "*",
-                    markersize=12, color=color, label=f"{run}, after cooldown")
+        for index, (run, decoding) in enumerate(series):
+            color = f"C{index % 10}"
+            mine = [p for p in points if (p["run"], p["decoding"]) == (run, decoding)]
+            label = run if decoding == STANDARD else f"{run} [{decoding}]"
+            curve = sorted((p for p in mine if p["kind"] == "constant rate"), key=lambda p: p["steps"])
+            if curve:
+                ax.plot([p["multiple"] for p in curve], [100 * p["results"][method]["exact"] for p in curve], "o-",
+                        color=color, label=f"{label}, constant rate")
+            cools = sorted((p for p in mine if p["kind"] != "constant rate"), key=lambda p: p["steps"])
+            if cools:
+                ax.plot([p["multiple"] for p in cools], [100 * p["results"][method]["exact"] for p in cools], "*--",
+                        markersize=11, color=color, label=f"{label}, after cooldown")
         ar = next((p["ar"] for p in points if p["ar"] is not None), 1.0)  # cooldown files do not hold it
         ax.axhline(100 * ar, color="black", linestyle="--", linewidth=1, label="AR base")
-        ax.set_title(f"{method} (budget 64, thr 0.9, cache)")
+        ax.set_title(f"{method} (budget 64, block 8, cache)")
         ax.set_xlabel("adaptation rows / the AR base's training rows")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("exact match, 128 held-out prompts (%)")
-    axes[1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 

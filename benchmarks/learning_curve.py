@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--budget", type=int, help="default: the preset's main_budget")
     parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--unmasking", default="low_confidence", help="diffusion_generate's unmasking rule")
+    parser.add_argument("--decided-as-context", action="store_true",
+                        help="diffusion_generate(decided_as_context=True): causal-prefix models only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="continue from the last point's checkpoint in --work")
     parser.add_argument("--cooldown-from", type=Path, metavar="CHECKPOINT",
@@ -51,6 +54,11 @@ def main(argv=None) -> int:
                         "--cooldown-steps more with the learning rate decaying linearly to 0 (WSD's cooldown: what "
                         "stopping at that point would give), decode, and add the result to --out's 'cooldowns'")
     parser.add_argument("--cooldown-steps", type=int, default=150)
+    parser.add_argument("--keep-cooldown", action="store_true",
+                        help="save the cooled-down model in <work>/cooldown-<step>-<cooldown steps> (for --decode-from)")
+    parser.add_argument("--decode-from", type=Path, metavar="CHECKPOINT",
+                        help="instead of the curve: decode a kept checkpoint with this command's decoding settings and "
+                        "add the result to --out's 'decodes' (other decoding settings on the same weights)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -85,10 +93,14 @@ def main(argv=None) -> int:
                "ar_rows": ar_rows, "rows_per_step": rows, "changed_from_defaults": changed, "seed": preset.seed,
                "schedule": "constant_with_warmup", "anneal_steps": args.anneal_steps, "attention": args.attention, "threads": args.threads,
                "decoding": {"budget": budget, "block_length": preset.block_length, "threshold": args.threshold,
-                            "use_cache": True, "n": len(records)}, "points": []}
-    if (args.resume or args.cooldown_from) and args.out.exists():
+                            "use_cache": True, "n": len(records), **decoding_settings(args)}, "points": []}
+    if (args.resume or args.cooldown_from or args.decode_from) and args.out.exists():
         previous = json.loads(args.out.read_text())
-        payload["points"], payload["cooldowns"] = previous["points"], previous.get("cooldowns", [])
+        payload["decoding"] = previous.get("decoding", payload["decoding"])  # the curve's own; each entry has its own
+        for key in ("points", "cooldowns", "decodes"):
+            payload[key] = previous.get(key, [])
+    if args.decode_from:
+        return decode_only(args, payload, preset, records, budget)
     if args.cooldown_from:
         return cooldown(args, payload, preset, records, budget, changed, rows)
     tokenizer = AutoTokenizer.from_pretrained(ar_dir)
@@ -124,7 +136,7 @@ def main(argv=None) -> int:
             model.eval()
             with torch.no_grad():
                 results = decode_strategies(model, model.tokenizer, records, budget, preset.block_length,
-                                            args.threshold)
+                                            args.threshold, **decoding_settings(args))
             model.train()
             losses = [h["loss"] for h in state.log_history if "loss" in h]
             payload["points"].append({"multiple_of_ar_rows": point_steps[step], "steps": step, "rows": step * rows,
@@ -177,12 +189,49 @@ def cooldown(args, payload: dict, preset, records, budget: int, changed: dict, r
     seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
-        results = decode_strategies(model, model.tokenizer, records, budget, preset.block_length, args.threshold)
+        results = decode_strategies(model, model.tokenizer, records, budget, preset.block_length, args.threshold,
+                                    **decoding_settings(args))
+    if args.keep_cooldown:
+        model.save_pretrained(args.work / f"cooldown-{step}-{args.cooldown_steps}")
     payload.setdefault("cooldowns", []).append({"from_steps": step, "cooldown_steps": args.cooldown_steps,
-                                                "cooldown_seconds": seconds, "results": results})
+                                                "cooldown_seconds": seconds, "results": results,
+                                                "decoding": decoding_record(args, preset, budget, len(records))})
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"cooldown from {step} (+{args.cooldown_steps}): " + ", ".join(
         f"{m} {r['exact']:.3f}" for m, r in results.items()), flush=True)
+    return 0
+
+
+def decoding_settings(args) -> dict:
+    """The decoding settings this command adds to the suite's (budget, block, threshold, cache)."""
+    return {"unmasking": args.unmasking, "decided_as_context": args.decided_as_context}
+
+
+def decoding_record(args, preset, budget: int, n: int) -> dict:
+    return {"budget": budget, "block_length": preset.block_length, "threshold": args.threshold, "use_cache": True,
+            "n": n, **decoding_settings(args)}
+
+
+def decode_only(args, payload: dict, preset, records, budget: int) -> int:
+    """Decode a kept checkpoint (a curve point's or a kept cooldown's) with this command's decoding settings."""
+    import torch
+    from probe_defaults import decode_strategies
+
+    from hf_dlm.loading import load_diffusion_lm
+
+    model = load_diffusion_lm(str(args.decode_from)).eval()
+    with torch.no_grad():
+        results = decode_strategies(model, model.tokenizer, records, budget, preset.block_length, args.threshold,
+                                    **decoding_settings(args))
+    # checkpoint-<steps> (a curve point) or cooldown-<from>-<cooldown steps> (--keep-cooldown)
+    numbers = [int(n) for n in args.decode_from.name.split("-")[1:]]
+    payload.setdefault("decodes", []).append({"checkpoint": args.decode_from.name, "steps": sum(numbers),
+                                              "cooldown_steps": numbers[1] if len(numbers) > 1 else 0,
+                                              "results": results,
+                                              "decoding": decoding_record(args, preset, budget, len(records))})
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print(f"decoded {args.decode_from.name}: " + ", ".join(f"{m} {r['exact']:.3f}" for m, r in results.items()),
+          flush=True)
     return 0
 
 

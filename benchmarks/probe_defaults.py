@@ -24,8 +24,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-def decode_strategies(model, tokenizer, records, budget: int, block: int, threshold: float, batch_size: int = 32):
-    """Exact match (all and per task), mean NFE and predict's bound coverage for each length strategy."""
+def decode_strategies(model, tokenizer, records, budget: int, block: int, threshold: float, batch_size: int = 32,
+                      **decoding):
+    """Exact match (all and per task), mean NFE and predict's bound coverage for each length strategy. `decoding`:
+    more `diffusion_generate` settings (e.g. unmasking, decided_as_context)."""
     from hf_dlm.evaluation import answer_diffusion
 
     prompts = [r["prompt"] for r in records]
@@ -34,7 +36,7 @@ def decode_strategies(model, tokenizer, records, budget: int, block: int, thresh
         start = time.perf_counter()
         answers = answer_diffusion(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=budget,
                                    length_strategy=method, block_length=block, threshold=threshold, use_cache=True,
-                                   temperature=0.0)
+                                   temperature=0.0, **decoding)
         correct = [a.text == r["completion"] for a, r in zip(answers, records)]
         per_task = defaultdict(list)
         for c, r in zip(correct, records):

@@ -61,20 +61,31 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
         assert all(r["answers"] == ar["answers"] and r["agree_ar"] == 1.0 for r in rows)
     assert set(measured["forward_ms"]) == {"1", "5", "9"}
 
-    # Issue 24's scripts on the same AR base: a two-point learning curve and a cooldown from its first point, then
-    # the training cost table (AR Trainer beside DiffusionTrainer settings).
+    # Issue 24's scripts on the same AR base: a two-point learning curve (block diffusion with a causal context and the
+    # AR term, the recipe of the curve's best runs), a cooldown from its first point kept on disk, that model decoded
+    # again with the decided prefix as context, the report over all of it; then the training cost table (AR Trainer
+    # beside DiffusionTrainer settings).
     curve = tmp_path / "curve.json"
     ar = str(tmp_path / "work" / "ar")
     base = [sys.executable, str(ROOT / "benchmarks" / "learning_curve.py"), "--preset", "smoke", "--ar", ar,
-            "--work", str(tmp_path / "curve"), "--n-test", "2", "--anneal-steps", "0"]
+            "--work", str(tmp_path / "curve"), "--n-test", "2", "--anneal-steps", "0", "--attention", "causal_prefix",
+            "--arg", "ar_loss_weight=10"]
     subprocess.run([*base, "--points", "0.5,1", "--out", str(curve)], check=True, cwd=ROOT, timeout=600)
     points = json.loads(curve.read_text())["points"]
     assert [p["steps"] for p in points] == [2, 4]
     assert set(points[0]["results"]) == {"fixed", "grow", "predict"}
     cooled = tmp_path / "cooldown.json"
     subprocess.run([*base, "--cooldown-from", str(tmp_path / "curve" / "run" / "checkpoint-2"), "--cooldown-steps",
-                    "1", "--out", str(cooled)], check=True, cwd=ROOT, timeout=600)
+                    "1", "--keep-cooldown", "--out", str(cooled)], check=True, cwd=ROOT, timeout=600)
     assert json.loads(cooled.read_text())["cooldowns"][0]["from_steps"] == 2
+    subprocess.run([*base, "--decode-from", str(tmp_path / "curve" / "cooldown-2-1"), "--unmasking", "left_to_right",
+                    "--decided-as-context", "--out", str(cooled)], check=True, cwd=ROOT, timeout=600)
+    decode = json.loads(cooled.read_text())["decodes"][0]
+    assert (decode["steps"], decode["cooldown_steps"], decode["decoding"]["decided_as_context"]) == (3, 1, True)
+    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curve_report.py"), str(curve), str(cooled),
+                             "--plot", str(tmp_path / "curve.png")], check=True, cwd=ROOT, timeout=600,
+                            capture_output=True, text=True).stdout
+    assert "left_to_right, decided as context" in report and (tmp_path / "curve.png").exists()
     cost = tmp_path / "cost.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_cost.py"), "--preset", "smoke", "--ar", ar,
                     "--work", str(tmp_path / "cost"), "--steps", "1", "--warmup", "1", "--rounds", "1",
