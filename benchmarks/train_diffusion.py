@@ -1,7 +1,9 @@
 """Stages 2 and 3: the diffusion models, both trained with `DiffusionTrainer` on the same data and schedule.
 
 - `adapt`: the AR model of stage 1 turned into a DiffusionLM (`DiffusionLM.from_causal_lm`: bidirectional
-  attention, shift kept, a new mask token) and trained with the diffusion objective: DiffuGPT's recipe.
+  attention, shift kept, a new mask token) and trained with the diffusion objective: DiffuGPT's recipe. A preset
+  may set `attention="causal_prefix"` (block diffusion with a causal context) and decoding settings, which are saved
+  in the model's generation config.
 - `scratch`: the control. The same GPT-2 shape from the same random initialisation the AR model started from,
   wrapped the same way and trained with identical arguments for the same number of steps. The only difference
   is the AR pretraining, so "adapted > scratch" measures what the AR weights are worth.
@@ -35,7 +37,7 @@ def diffusion_arguments(preset: Preset, output_dir: Path) -> DiffusionTrainingAr
         block_length=preset.block_length,  # the block the tables decode with
         # DiffuGPT anneals causal -> bidirectional attention over its first 10k steps; a tenth of this short run
         # eases the AR weights in the same way. The scratch control gets the same schedule (only the init differs).
-        anneal_steps=max(preset.diffusion_steps // 10, 0),
+        anneal_steps=max(preset.diffusion_steps // 10, 0) if preset.attention == "bidirectional" else 0,
         **dict(preset.diffusion_args),
     )
 
@@ -49,7 +51,7 @@ def initial_model(preset: Preset, out: Path, init: str) -> DiffusionLM:
         causal = fresh_gpt2(preset, len(tokenizer), tokenizer)
     else:
         raise ValueError(f"init must be one of {INITS}, got {init!r}.")
-    return DiffusionLM.from_causal_lm(causal, tokenizer)
+    return DiffusionLM.from_causal_lm(causal, tokenizer, attention=preset.attention)
 
 
 def train_diffusion(preset: Preset, out: Path, init: str) -> Path:
@@ -63,6 +65,9 @@ def train_diffusion(preset: Preset, out: Path, init: str) -> Path:
     clock = Stopwatch()
     trainer.train()
     path = out / init
+    for name, value in preset.decoding:
+        setattr(model.generation_config, name, value)
+    model.generation_config.validate()
     model.save_pretrained(path)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     write_json(path / "train_log.json", {"stage": init, "steps": preset.diffusion_steps, "seconds": clock.seconds,

@@ -86,6 +86,19 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
                              "--plot", str(tmp_path / "curve.png")], check=True, cwd=ROOT, timeout=600,
                             capture_output=True, text=True).stdout
     assert "left_to_right, decided as context" in report and (tmp_path / "curve.png").exists()
+    # The causal-prefix preset's adaptation stage on the same AR base: its attention, AR term and decoding reach the
+    # saved model (the tables take their other settings from its generation config).
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, 'benchmarks'); from config import get_preset; "
+            "from train_diffusion import train_diffusion; "
+            "p = get_preset('causal_prefix', **{k: getattr(get_preset('smoke'), k) for k in ('hidden', 'layers', "
+            "'heads', 'positions', 'n_train', 'n_test', 'row_length', 'ar_rows_per_step', 'diffusion_rows_per_step', "
+            "'warmup_steps')}, diffusion_steps=2); "
+            f"train_diffusion(p, Path({str(tmp_path / 'work')!r}), 'adapt')")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=600)
+    adapted = tmp_path / "work" / "adapt"
+    assert json.loads((adapted / "config.json").read_text())["attention"] == "causal_prefix"
+    saved = json.loads((adapted / "generation_config.json").read_text())
+    assert saved["decided_as_context"] is True and saved["unmasking"] == "left_to_right"
     cost = tmp_path / "cost.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_cost.py"), "--preset", "smoke", "--ar", ar,
                     "--work", str(tmp_path / "cost"), "--steps", "1", "--warmup", "1", "--rounds", "1",
