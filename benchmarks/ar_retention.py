@@ -69,9 +69,10 @@ def run_variant(args, preset, ar_dir: Path, data, records, name: str, changed: d
     trainer = DiffusionTrainer(model=model, args=training, train_dataset=data, processing_class=model.tokenizer,
                                callbacks=[Probe()])
     trainer.train()
-    logged = [h for h in trainer.state.log_history if "diffusion_loss" in h]
+    # With the AR term the trainer logs the diffusion term apart; without it the loss is the diffusion term.
+    logged = [h for h in trainer.state.log_history if "loss" in h]
     return {"changed": changed, "lr": lr, "clean_stream": history,
-            "diffusion_loss": [(h["step"], h["diffusion_loss"]) for h in logged]}
+            "diffusion_loss": [(h["step"], h.get("diffusion_loss", h["loss"])) for h in logged]}
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,8 @@ def decoding_label(decoding: dict) -> str:
 
 
 def rows(paths: list[Path]) -> list[dict]:
-    """One row per point, per cooldown and per extra decode (`--decode-from`) of every result file."""
+    """One row per point, per cooldown and per extra decode (`--decode-from`) of every result file (the files of one
+    run share its name: curve_<run>.json, curve_<run>_cooldown.json, curve_<run>_decodes.json)."""
     out = []
     for path in paths:
         data = json.loads(path.read_text())
@@ -45,7 +46,15 @@ def rows(paths: list[Path]) -> list[dict]:
         for decode in data.get("decodes", []):
             kind = f"cooldown +{decode['cooldown_steps']}" if decode["cooldown_steps"] else "constant rate"
             out.append(row(kind, decode["steps"], decode["results"], decoding_label(decode["decoding"])))
-    return out
+    # A later decode of the same weights with the same settings replaces the earlier numbers (a decoder fix since:
+    # the causal-prefix runs' fixed/predict were re-decoded after the block-causal canvas); the row says so.
+    latest: dict[tuple, dict] = {}
+    for entry in out:
+        key = (entry["run"], entry["kind"].removesuffix(" (re-decoded)"), entry["steps"], entry["decoding"])
+        if key in latest:
+            entry = {**entry, "kind": key[1] + " (re-decoded)", "time": latest[key]["time"]}
+        latest[key] = entry
+    return list(latest.values())
 
 
 def table(points: list[dict]) -> str:

@@ -99,6 +99,14 @@ def test_benchmark_pipeline_runs_end_to_end(tmp_path):
     assert json.loads((adapted / "config.json").read_text())["attention"] == "causal_prefix"
     saved = json.loads((adapted / "generation_config.json").read_text())
     assert saved["decided_as_context"] is True and saved["unmasking"] == "left_to_right"
+    retention = tmp_path / "retention.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ar_retention.py"), "--preset", "smoke", "--ar", ar,
+                    "--work", str(tmp_path / "retention"), "--steps", "2", "--every", "1", "--n-test", "2",
+                    "--variant", "w10=ar_loss_weight=10", "--variant", "w0=ar_loss_weight=0,lr=1e-5",
+                    "--out", str(retention)], check=True, cwd=ROOT, timeout=600)
+    variants = json.loads(retention.read_text())["variants"]
+    assert [h["step"] for h in variants["w10"]["clean_stream"]] == [0, 1, 2] and variants["w0"]["lr"] == 1e-5
+    assert variants["w0"]["diffusion_loss"]  # logged with or without the AR term
     cost = tmp_path / "cost.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "training_cost.py"), "--preset", "smoke", "--ar", ar,
                     "--work", str(tmp_path / "cost"), "--steps", "1", "--warmup", "1", "--rounds", "1",
