@@ -51,10 +51,15 @@ def rows(paths: list[Path]) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for entry in out:
         key = (entry["run"], entry["kind"].removesuffix(" (re-decoded)"), entry["steps"], entry["decoding"])
-        if key in latest:
+        if key in latest and accuracy(latest[key]) != accuracy(entry):
             entry = {**entry, "kind": key[1] + " (re-decoded)", "time": latest[key]["time"]}
         latest[key] = entry
     return list(latest.values())
+
+
+def accuracy(entry: dict) -> list:
+    """What a row reports (not its timing): exact match and tokens per forward of each strategy."""
+    return [(entry["results"][m]["exact"], entry["results"][m]["tokens_per_forward"]) for m in METHODS]
 
 
 def table(points: list[dict]) -> str:
@@ -76,28 +81,25 @@ def plot(points: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 6), sharey=True)
-    series = sorted({(p["run"], p["decoding"]) for p in points})
+    # The cooldowns only: what stopping at each point gives, the numbers to compare (the constant-rate snapshots move
+    # by 10-15 points from one point to the next; they are in the table).
+    cooled = [p for p in points if p["kind"].startswith("cooldown")]
+    series = sorted({(p["run"], p["decoding"]) for p in cooled})
+    markers = "o*sD^vP"
     for ax, method in zip(axes, ("grow", "predict")):
         for index, (run, decoding) in enumerate(series):
-            color = f"C{index % 10}"
-            mine = [p for p in points if (p["run"], p["decoding"]) == (run, decoding)]
+            mine = sorted((p for p in cooled if (p["run"], p["decoding"]) == (run, decoding)), key=lambda p: p["steps"])
             label = run if decoding == STANDARD else f"{run} [{decoding}]"
-            curve = sorted((p for p in mine if p["kind"] == "constant rate"), key=lambda p: p["steps"])
-            if curve:
-                ax.plot([p["multiple"] for p in curve], [100 * p["results"][method]["exact"] for p in curve], "o-",
-                        color=color, label=f"{label}, constant rate")
-            cools = sorted((p for p in mine if p["kind"] != "constant rate"), key=lambda p: p["steps"])
-            if cools:
-                ax.plot([p["multiple"] for p in cools], [100 * p["results"][method]["exact"] for p in cools], "*--",
-                        markersize=11, color=color, label=f"{label}, after cooldown")
+            ax.plot([p["multiple"] for p in mine], [100 * p["results"][method]["exact"] for p in mine],
+                    marker=markers[index // 10 % len(markers)], linestyle="-", color=f"C{index % 10}", label=label)
         ar = next((p["ar"] for p in points if p["ar"] is not None), 1.0)  # cooldown files do not hold it
         ax.axhline(100 * ar, color="black", linestyle="--", linewidth=1, label="AR base")
-        ax.set_title(f"{method} (budget 64, block 8, cache)")
+        ax.set_title(f"{method} after a cooldown (budget 64, block 8, cache)")
         ax.set_xlabel("adaptation rows / the AR base's training rows")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("exact match, 128 held-out prompts (%)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2)
     fig.tight_layout(rect=(0, 0.22, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
