@@ -18,7 +18,9 @@ STANDARD = "thr 0.9, low_confidence"  # the suite's decoding (make bench): runs 
 
 def decoding_label(decoding: dict) -> str:
     """The decoding settings beyond the curve's common ones (budget, block, cache), short."""
-    label = f"thr {decoding.get('threshold')}, {decoding.get('unmasking', 'low_confidence')}"
+    threshold = decoding.get("threshold")
+    label = ("one token per step" if threshold is None else f"thr {threshold}") + ", " + decoding.get(
+        "unmasking", "low_confidence")
     return label + (", decided as context" if decoding.get("decided_as_context") else "")
 
 

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
                         help="attention annealing steps (make bench's: a tenth of its 1000 steps)")
     parser.add_argument("--n-test", type=int, default=128)
     parser.add_argument("--budget", type=int, help="default: the preset's main_budget")
-    parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--threshold", type=lambda text: None if text == "none" else float(text), default=0.9,
+                        help="commit threshold; none: one token per step")
     parser.add_argument("--unmasking", default="low_confidence", help="diffusion_generate's unmasking rule")
     parser.add_argument("--decided-as-context", action="store_true",
                         help="diffusion_generate(decided_as_context=True): causal-prefix models only")

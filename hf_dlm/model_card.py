@@ -45,8 +45,8 @@ CARD_INFO_ATTRIBUTE = "_hf_dlm_model_card"  # {"metrics": {...}, "training": {..
 TAGS = ["hf_dlm", "diffusion-lm", "masked-diffusion", "text-generation"]
 # Decoding settings that describe the model's defaults (token ids and output switches are left out).
 DECODING_FIELDS = ("length_strategy", "max_new_tokens", "block_length", "steps", "threshold", "unmasking",
-                   "decided_as_context", "defer_repeats", "repetition_penalty", "temperature", "top_k", "top_p", "predict_threshold",
-                   "length_margin", "use_cache", "cache_refresh")
+                   "decided_as_context", "defer_repeats", "repetition_penalty", "temperature", "top_k", "top_p",
+                   "predict_threshold", "length_margin", "use_cache", "cache_refresh")
 ATTENTION_TEXT = {
     "bidirectional": "bidirectional attention over the whole sequence (DiffuGPT / DiffuLLaMA)",
     "causal_prefix": "block diffusion with a causal context (BD3-LM / Fast-dLLM v2 style): the prompt and finished "

@@ -92,7 +92,8 @@ def causal_prefix_mask(
     if block_length is None:
         sees = in_canvas
     else:
-        block_end = start + ((query_pos[None, :, None] - start).div(block_length, rounding_mode="floor") + 1) * block_length
+        offset = query_pos[None, :, None] - start  # of each query from the canvas start
+        block_end = start + (offset.div(block_length, rounding_mode="floor") + 1) * block_length
         sees = in_canvas & (key_pos[None, None, :] < block_end)
     allowed = (key_pos[None, None, :] <= query_pos[None, :, None]) | sees
     allowed = allowed & padding_mask.bool()[:, None, :]
