@@ -171,6 +171,9 @@ def train(args) -> None:
         block_length=args.block_length,
         # LLaDA 2.0's confidence-aware training (docs/training.md, "Decoding in parallel"); 0 = off (shipped).
         confidence_loss_weight=args.confidence_loss_weight,
+        # The shipped adapter was trained without the AR term (DiffusionTrainingArguments' default for causal-prefix
+        # models is 10 since issue 24, measured on the benchmark suite, not on SmolLM2): kept as it was measured.
+        ar_loss_weight=0.0,
         # Two-stream rows are cut after the answer's EOS block, so a batch costs what its longest row costs: batches
         # of similar lengths (transformers' length-grouped sampler) waste little on padding.
         train_sampling_strategy="group_by_length",

@@ -60,7 +60,7 @@ from .noise import (
     seeded_generator,
     stack_noisy,
 )
-from .training_args import DEFAULT_BLOCK_ROWS, DiffusionTrainingArguments
+from .training_args import DEFAULT_AR_LOSS_WEIGHT, DEFAULT_BLOCK_ROWS, DiffusionTrainingArguments
 from .two_stream import cut_after_eos_block, two_stream_rows
 
 # The batch key marking the rows that `all_blocks` shows as two-stream rows (set in get_batch_samples).
@@ -209,6 +209,10 @@ class DiffusionTrainer(Trainer):
             raise ValueError("attention='causal_prefix' training needs shift_logits=True (block anchors score the "
                              "first token of each block).")
         _check_signal_options(args, self.drafter_mode, self.causal_prefix)
+        # The AR term is on by default where there is a causal context to keep (docs/benchmarks.md, "Adaptation
+        # signal per step": without it the diffusion term's gradients erode the base's next-token skill).
+        self.ar_loss_weight = (args.ar_loss_weight if args.ar_loss_weight is not None
+                               else DEFAULT_AR_LOSS_WEIGHT if self.causal_prefix else 0.0)
 
     def _prepare_data(self, args: DiffusionTrainingArguments, processing_class, config, train_dataset, eval_dataset,
                       data_collator):
@@ -384,7 +388,7 @@ class DiffusionTrainer(Trainer):
         entry per forward (length groups of canvas rows, the two-stream rows of `all_blocks`), kind "diffusion".
         Causal-prefix rows with `ar_loss_weight` add the clean stream's next-token term, kind "ar"."""
         if self.causal_prefix:
-            return self._two_stream(model, inputs, noisy, "causal", self.args.ar_loss_weight)
+            return self._two_stream(model, inputs, noisy, "causal", self.ar_loss_weight)
         picked = inputs.get(ALL_BLOCKS_KEY)
         if picked is None:
             picked = torch.zeros(inputs["input_ids"].shape[0], dtype=torch.bool, device=inputs["input_ids"].device)
@@ -449,7 +453,7 @@ class DiffusionTrainer(Trainer):
                 terms["confidence"] = terms.get("confidence", 0) + confidence_loss(logits, targets, weights)
         loss = terms["diffusion"]
         if "ar" in terms:
-            loss = loss + self.args.ar_loss_weight * terms["ar"]
+            loss = loss + self.ar_loss_weight * terms["ar"]
         if "confidence" in terms:
             loss = loss + self.args.confidence_loss_weight * terms["confidence"]
         loss, count, world = self._normalise(loss, noisy.maskable.sum(), num_items_in_batch)
@@ -603,13 +607,13 @@ def _model_and_tokenizer(model, processing_class):
 def _check_signal_options(args: DiffusionTrainingArguments, drafter_mode: bool, causal_prefix: bool) -> None:
     """The options that add training signal per forward (docs/training.md), refused where they mean nothing."""
     if drafter_mode and (args.complementary_masks or args.all_masked_rows > 0 or args.all_blocks
-                         or args.ar_loss_weight > 0):
+                         or (args.ar_loss_weight or 0) > 0):
         raise ValueError("complementary_masks, all_masked_rows, all_blocks and ar_loss_weight shape the diffusion "
                          "objective; a gated drafter trains on draft rows: leave them off.")
     if args.all_blocks and causal_prefix:
         raise ValueError("attention='causal_prefix' models already train every block in one forward (two-stream "
                          "rows): leave all_blocks unset.")
-    if args.ar_loss_weight > 0 and not causal_prefix:
+    if (args.ar_loss_weight or 0) > 0 and not causal_prefix:
         raise ValueError("ar_loss_weight is the next-token loss of a causal context: only attention='causal_prefix' "
                          "models have one. Leave it at 0 for bidirectional models.")
 

@@ -49,6 +49,8 @@ def _check_one(name: str, value: Any) -> None:
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"block_rows is a share of rows in [0, 1], got {value}.")
     elif name in ("confidence_loss_weight", "ar_loss_weight"):
+        if name == "ar_loss_weight" and value is None:
+            return  # the trainer's default for the model (DEFAULT_AR_LOSS_WEIGHT on causal-prefix models, else 0)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0 (0 = off), got {value}.")
     elif name == "all_masked_rows":

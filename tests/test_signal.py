@@ -100,8 +100,8 @@ def test_block_causal_two_stream_rows_give_each_block_the_loss_of_its_one_block_
 def test_the_ar_term_of_causal_prefix_rows_is_the_causal_lms_next_token_loss(tmp_path):
     model, tok = make_dlm("llama", seed=5, attention="causal_prefix")
     data = sort_task(16)
-    plain = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2), train_dataset=data,
-                             processing_class=tok)
+    plain = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2, ar_loss_weight=0.0),
+                             train_dataset=data, processing_class=tok)
     inputs = first_batch(plain)
     inputs = plain._cut_after_eos_block(inputs)
     base = plain.compute_loss(model, inputs)
@@ -117,6 +117,28 @@ def test_the_ar_term_of_causal_prefix_rows_is_the_causal_lms_next_token_loss(tmp
                                                reduction="sum")
         got = with_ar.compute_loss(model, inputs)
     assert (got - base).item() == pytest.approx((0.5 * ce / maskable.sum()).item(), rel=1e-4)
+
+
+def test_the_ar_term_is_on_by_default_for_causal_prefix_models_only(tmp_path):
+    """ar_loss_weight=None: DEFAULT_AR_LOSS_WEIGHT where there is a causal context to keep, 0 on bidirectional
+    models (where an explicit weight is refused); an explicit value is kept."""
+    from hf_dlm.training_args import DEFAULT_AR_LOSS_WEIGHT
+
+    data = sort_task(16)
+    model, tok = make_dlm("llama", seed=5, attention="causal_prefix")
+    trainer = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2), train_dataset=data,
+                               processing_class=tok)
+    assert trainer.ar_loss_weight == DEFAULT_AR_LOSS_WEIGHT == 10.0
+    inputs = trainer._cut_after_eos_block(first_batch(trainer))
+    explicit = DiffusionTrainer(model=model, args=training_args(tmp_path, block_length=2, ar_loss_weight=0.0),
+                                train_dataset=data, processing_class=tok)
+    assert explicit.ar_loss_weight == 0.0
+    with torch.no_grad():
+        assert trainer.compute_loss(model, inputs) > explicit.compute_loss(model, inputs)  # the AR term is added
+    model, tok = make_dlm("llama", seed=5)
+    bidirectional = DiffusionTrainer(model=model, args=training_args(tmp_path), train_dataset=data,
+                                     processing_class=tok)
+    assert bidirectional.ar_loss_weight == 0.0
 
 
 @pytest.mark.parametrize("option", [dict(complementary_masks=True), dict(all_masked_rows=0.5),
