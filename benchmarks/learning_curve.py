@@ -59,7 +59,8 @@ def main(argv=None) -> int:
                         help="save the cooled-down model in <work>/cooldown-<step>-<cooldown steps> (for --decode-from)")
     parser.add_argument("--decode-from", type=Path, metavar="CHECKPOINT",
                         help="instead of the curve: decode a kept checkpoint with this command's decoding settings and "
-                        "add the result to --out's 'decodes' (other decoding settings on the same weights)")
+                        "add the result to --out's 'decodes' (other decoding settings on the same weights). Every "
+                        "mode reads --out, adds its entry and writes it back: one process per --out file at a time")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -93,8 +94,7 @@ def main(argv=None) -> int:
     payload = {"preset": args.preset, "ar": str(ar_dir), "ar_training_seconds": ar_log["seconds"],
                "ar_rows": ar_rows, "rows_per_step": rows, "changed_from_defaults": changed, "seed": preset.seed,
                "schedule": "constant_with_warmup", "anneal_steps": args.anneal_steps, "attention": args.attention, "threads": args.threads,
-               "decoding": {"budget": budget, "block_length": preset.block_length, "threshold": args.threshold,
-                            "use_cache": True, "n": len(records), **decoding_settings(args)}, "points": []}
+               "decoding": decoding_record(args, preset, budget, len(records)), "points": []}
     if (args.resume or args.cooldown_from or args.decode_from) and args.out.exists():
         previous = json.loads(args.out.read_text())
         payload["decoding"] = previous.get("decoding", payload["decoding"])  # the curve's own; each entry has its own
