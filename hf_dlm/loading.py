@@ -110,7 +110,8 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str | None = None,
-                      tokenizer: str | None = None, attn_implementation: str = "sdpa", dtype=None):
+                      tokenizer: str | None = None, attn_implementation: str = "sdpa", dtype=None,
+                      attention: str | None = None):
     """A `DiffusionLM` with its tokenizer attached (`model.tokenizer`).
 
     Args:
@@ -120,6 +121,8 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
         gguf_file: a GGUF file inside `name_or_path` (a causal LM: implies adaptation).
         tokenizer: a tokenizer directory / id, if not the model's own.
         attn_implementation / dtype: passed on (`dtype` a torch dtype or its name).
+        attention: `DiffusionLM.from_causal_lm`'s attention when a causal LM is adapted ("bidirectional", the
+            default, or "causal_prefix"); a DiffusionLM checkpoint keeps its own and refuses another.
     """
     check_model_source(name_or_path)
     from transformers import AutoConfig
@@ -138,6 +141,12 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
             raise explain_load_error(name_or_path, error) from error
         if model_type == DiffusionLMConfig.model_type:
             model = load_checkpoint(name_or_path, attn_implementation=attn_implementation, dtype=dtype)
+            saved = getattr(model.config, "attention", "bidirectional")
+            if attention is not None and attention != saved:
+                raise ValueError(
+                    f"{name_or_path} is a DiffusionLM with attention={saved!r}; attention={attention!r} applies when "
+                    f"a causal LM is adapted. Leave it unset to keep training this checkpoint."
+                )
             model.tokenizer = load_tokenizer(tokenizer or name_or_path)
             check_special_tokens(model, model.tokenizer, source=name_or_path)
             return model
@@ -149,7 +158,8 @@ def load_diffusion_lm(name_or_path: str, *, adapt: bool = False, gguf_file: str 
             )
     tok = load_tokenizer(tokenizer) if tokenizer else None
     return DiffusionLM.from_causal_lm(
-        name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype
+        name_or_path, tok, gguf_file=gguf_file, attn_implementation=attn_implementation, dtype=dtype,
+        **({"attention": attention} if attention is not None else {}),
     )
 
 

@@ -392,6 +392,28 @@ def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tm
     assert merged.config.mask_token_id == len(tok)
 
 
+def test_cli_adapts_with_a_causal_context_and_refuses_another_attention_for_a_checkpoint(tmp_path, capsys):
+    """`--attention causal_prefix`: the recipe of docs/benchmarks.md from the command line (the AR term on by default);
+    a DiffusionLM checkpoint keeps its own attention and refuses another with a message."""
+    torch.manual_seed(0)
+    tok = char_tokenizer()
+    tiny_causal_lm("llama", vocab_size=len(tok)).save_pretrained(tmp_path / "ar")
+    tok.save_pretrained(tmp_path / "ar")
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sort_task(16)))
+    common = ["--dataset_name", str(data), "--max_steps", "2", "--max_length", "24", "--block_length", "4",
+              "--per_device_train_batch_size", "4", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"]
+    out = tmp_path / "run"
+    assert cli_main(["--model_name_or_path", str(tmp_path / "ar"), "--output_dir", str(out), "--attention",
+                     "causal_prefix", *common]) == 0
+    model = AutoModel.from_pretrained(str(out), trust_remote_code=True)
+    assert model.config.attention == "causal_prefix"
+    with pytest.raises(SystemExit):  # argparse's error: the checkpoint is causal-prefix already
+        cli_main(["--model_name_or_path", str(out), "--output_dir", str(tmp_path / "again"), "--attention",
+                  "bidirectional", *common])
+    assert "attention='causal_prefix'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

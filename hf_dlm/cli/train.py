@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 # The flags `--help` shows, by group, in this order; every other flag still works (`--help-all` lists them).
 KEY_FLAGS = {
-    "model": ("model_name_or_path", "gguf_file", "tokenizer_name_or_path", "model_dtype", "use_peft", "lora_r",
+    "model": ("model_name_or_path", "gguf_file", "tokenizer_name_or_path", "model_dtype", "attention", "use_peft", "lora_r",
               "merge_adapter"),
     "data": ("dataset_name", "dataset_train_split", "dataset_test_split", "dataset_format",
              "max_length", "padding", "packing", "eos_fill"),
@@ -43,6 +43,12 @@ class ModelArguments:
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "'sdpa' or 'eager' (kernels honouring masks)."})
     model_dtype: str | None = field(default=None, metadata={"help": "Load the weights in this dtype (e.g. bfloat16)."})
+    attention: str | None = field(
+        default=None,
+        metadata={"help": "When adapting a causal LM: 'bidirectional' (DiffuLLaMA, the default) or 'causal_prefix' "
+                  "(block diffusion with a causal context; with the AR term, on by default for it, the recipe that "
+                  "met its AR base in docs/benchmarks.md).", "choices": ["bidirectional", "causal_prefix"]},
+    )
     use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter instead of every weight."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (DiffuLLaMA's SFT: 16)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
@@ -167,6 +173,7 @@ def load_model(parser, model_args):
             tokenizer=model_args.tokenizer_name_or_path,
             attn_implementation=model_args.attn_implementation,
             dtype=model_args.model_dtype,
+            attention=model_args.attention,
         )
     except (OSError, ValueError) as error:  # ModelNotFoundError, unreadable or broken files: the message says which
         parser.error(one_line(error))
