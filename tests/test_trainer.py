@@ -372,13 +372,19 @@ def test_streaming_datasets_train(tmp_path):
     assert len(losses(trainer)) == 3
 
 
-def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tmp_path):
+def local_causal_lm_and_data(tmp_path, model_type: str):
+    """A tiny causal LM and its tokenizer saved in <tmp>/ar, and a JSONL of sort examples: what `hf-dlm train` reads."""
     torch.manual_seed(0)
     tok = char_tokenizer()
-    tiny_causal_lm("gpt2", vocab_size=len(tok)).save_pretrained(tmp_path / "ar")
+    tiny_causal_lm(model_type, vocab_size=len(tok)).save_pretrained(tmp_path / "ar")
     tok.save_pretrained(tmp_path / "ar")
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sort_task(16)))
+    return tok, data
+
+
+def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tmp_path):
+    tok, data = local_causal_lm_and_data(tmp_path, "gpt2")
     out = tmp_path / "run"
     code = cli_main([
         "--model_name_or_path", str(tmp_path / "ar"), "--dataset_name", str(data), "--output_dir", str(out),
@@ -395,12 +401,7 @@ def test_cli_adapts_a_local_causal_lm_with_lora_and_saves_a_merged_checkpoint(tm
 def test_cli_adapts_with_a_causal_context_and_refuses_another_attention_for_a_checkpoint(tmp_path, capsys):
     """`--attention causal_prefix`: the recipe of docs/benchmarks.md from the command line (the AR term on by default);
     a DiffusionLM checkpoint keeps its own attention and refuses another with a message."""
-    torch.manual_seed(0)
-    tok = char_tokenizer()
-    tiny_causal_lm("llama", vocab_size=len(tok)).save_pretrained(tmp_path / "ar")
-    tok.save_pretrained(tmp_path / "ar")
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in sort_task(16)))
+    _, data = local_causal_lm_and_data(tmp_path, "llama")
     common = ["--dataset_name", str(data), "--max_steps", "2", "--max_length", "24", "--block_length", "4",
               "--per_device_train_batch_size", "4", "--report_to", "none", "--use_cpu", "--disable_tqdm", "true"]
     out = tmp_path / "run"
