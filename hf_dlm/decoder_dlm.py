@@ -269,7 +269,7 @@ class _Decoder:
         self._count_forward(rows)
         if self.cache is not None:
             # Keep the prefix before the current block's anchor: [prompt | finished blocks] minus its last token.
-            keep = self.prompt_length + self.block * self.block_length - 1
+            keep = self.block_start - 1
             if self.cache_mode == "dual":
                 # Fast-dLLM's DualCache: also keep the canvas after the block, [block end, window end), as encoded
                 # by this block-start forward; the cache becomes [prefix | suffix] and inner steps run the block.
@@ -326,11 +326,18 @@ class _Decoder:
         self.cache.crop(-(block_end - keep))  # back to [prefix | suffix]
         return self._clean(out.logits)
 
+    @property
+    def block_start(self) -> int:
+        """Sequence index of the current block's first position (the same for every row: prompts are left-padded)."""
+        return self.prompt_length + self.block * self.block_length
+
     def _canvas_start(self, rows: torch.Tensor) -> int | torch.Tensor:
         """Where a causal-prefix model's canvas begins (an index over cached + current positions, which is the
         sequence index: the cache starts at position 0): the current block's first position or, with
-        `decided_as_context`, each row's first mask in the block."""
-        block_start = self.prompt_length + self.block * self.block_length
+        `decided_as_context`, each row's first mask in the block. The block-causal mask counts blocks from this
+        start; a moved start is safe because nothing is decided before the first forward (the only one whose window
+        reaches past the current block, see `advance`)."""
+        block_start = self.block_start
         if not self.decided_as_context:
             return block_start
         block = self.seq[rows, block_start : block_start + self.block_length]
@@ -362,7 +369,7 @@ class _Decoder:
     def _commit(self, logits: torch.Tensor, window_start: int) -> None:
         """Commit tokens in the current block of every active row."""
         rows = self.active
-        block_start = self.prompt_length + self.block * self.block_length
+        block_start = self.block_start
         # The window may end inside the block: past every active row's canvas (a `predict` bound).
         block_end = min(block_start + self.block_length, window_start + logits.shape[1])
         block_logits = logits[:, block_start - window_start : block_end - window_start]
@@ -432,7 +439,7 @@ class _Decoder:
 
     def _block_done(self) -> bool:
         rows = self.active
-        block_start = self.prompt_length + self.block * self.block_length
+        block_start = self.block_start
         block_end = block_start + self.block_length
         return not (self.seq[rows, block_start:block_end] == self.mask_id).any()
 
@@ -447,7 +454,7 @@ class _Decoder:
     def advance(self) -> torch.Tensor:
         """One denoising step of the active rows: a forward, the strategy's first-step hook, commits, per-row
         stopping and growth, the block index. Returns the step's logits."""
-        block_start = self.prompt_length + self.block * self.block_length
+        block_start = self.block_start
         window_end = self.prompt_length + int(self.canvas_len[self.active].max())
         if self.causal_prefix and self.step > 0:
             # A causal-prefix canvas is block-causal (as two-stream training sees it): the masks after the current

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 # The flags `--help` shows, by group, in this order; every other flag still works (`--help-all` lists them).
 KEY_FLAGS = {
-    "model": ("model_name_or_path", "gguf_file", "tokenizer_name_or_path", "model_dtype", "attention", "use_peft", "lora_r",
-              "merge_adapter"),
+    "model": ("model_name_or_path", "gguf_file", "tokenizer_name_or_path", "model_dtype", "attention", "use_peft",
+              "lora_r", "merge_adapter"),
     "data": ("dataset_name", "dataset_train_split", "dataset_test_split", "dataset_format",
              "max_length", "padding", "packing", "eos_fill"),
     "diffusion objective": ("t_min", "t_max", "anneal_steps", "eos_always_masked", "block_rows", "block_length",
